@@ -1,0 +1,5 @@
+"""`python -m streamsync` runs the CLI."""
+
+from streamsync.cli import main
+
+main()

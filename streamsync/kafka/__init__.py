@@ -1,0 +1,1 @@
+"""Kafka: topic names (pure), admin for `setup`, client construction."""

@@ -1,0 +1,1 @@
+"""The state schema (default `streamsync`): record map, backfill checkpoints, migrations."""

@@ -17,6 +17,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Keep Zoho CRM in step with PostgreSQL through logical replication and Kafka."""
+
+
 # Modules that register commands on `app` when imported (each owns its commands).
 _COMMAND_MODULES = (
     "streamsync.cli.common",

@@ -262,7 +262,7 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, StreamsyncError):
         for cls in type(exc).__mro__:
             if cls in EXIT_CODES:
-                return EXIT_CODES[cls]  # type: ignore[index]
+                return EXIT_CODES[cls]
         return EXIT_TEMPFAIL if exc.retryable else EXIT_ERROR
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED

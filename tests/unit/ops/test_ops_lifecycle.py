@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def settings() -> Settings:
-    return Settings(ops={"host": "127.0.0.1", "port": 0})  # type: ignore[arg-type]
+    return Settings(ops={"host": "127.0.0.1", "port": 0})
 
 
 class DummyRole:

@@ -95,7 +95,7 @@ def test_secrets_are_masked_everywhere(json_log: tuple[logging.Logger, io.String
 def test_redaction_of_dsn_password_and_console_format(settings: Settings) -> None:
     f = RedactionFilter()
     assert f.redact("postgresql://app:hunter22@db:5432/x") == "postgresql://app:***@db:5432/x"
-    console = Settings(ops={"log_format": "console"}, zoho=settings.zoho)  # type: ignore[arg-type]
+    console = Settings(ops={"log_format": "console"}, zoho=settings.zoho)
     stream = io.StringIO()
     handler = configure_logging(console, stream=stream)
     try:

@@ -42,10 +42,10 @@ async def test_liveness_fails_on_stale_heartbeat() -> None:
     async with OpsServer(OpsSettings(host="127.0.0.1", port=0), health=health) as server:
         health.beat("sink.consume", max_age_s=10)
         now[0] = 11.0
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{server.port}/healthz") as resp:
-                assert resp.status == 503
-                assert (await resp.json())["checks"]["sink.consume"]["ok"] is False
+        url = f"http://127.0.0.1:{server.port}/healthz"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            assert resp.status == 503
+            assert (await resp.json())["checks"]["sink.consume"]["ok"] is False
 
 
 def test_lsn_to_int() -> None:

@@ -1,0 +1,383 @@
+"""Postgres canonical values → Zoho JSON fields and Bulk Write CSV cells (pure).
+
+Input is the canonical representation of docs/CONTRACTS.md; the mapping comes from
+``TableSettings.fields`` (column → FieldMapping(field, type, format)). When ``type`` is not
+given it is inferred from the value. The external id column always maps to
+``external_id.field`` as a string. A value that cannot be mapped raises ``MappingError`` with
+the column, field and type in ``details``: one record fails, never the batch.
+
+| type (Postgres or Zoho name)            | JSON                         | CSV cell              |
+|-----------------------------------------|------------------------------|-----------------------|
+| text, varchar, uuid, email, picklist... | string                       | string                |
+| integer, int2/int4, smallint            | number (≤ 9 digits)          | digits                |
+| bigint, int8, long                      | string                       | digits                |
+| numeric, decimal, currency, double      | exact number (Decimal)       | exact digits          |
+| boolean, bool                           | true / false                 | true / false          |
+| date                                    | "yyyy-MM-dd"                 | per ``format`` (default MM/dd/yyyy) |
+| timestamptz, datetime                   | "yyyy-MM-ddTHH:mm:ss+00:00"  | same ISO-8601         |
+| timestamp (no zone; taken as UTC)       | "yyyy-MM-ddTHH:mm:ss+00:00"  | same ISO-8601         |
+| json, jsonb                             | string (compact JSON)        | same                  |
+| arrays, multiselect                     | array of strings             | values joined by ";"  |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Collection, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from streamsync.errors import MappingError
+from streamsync.settings import TableSettings
+
+__all__ = [
+    "bulk_formats",
+    "csv_cell",
+    "csv_columns",
+    "csv_row",
+    "map_record",
+    "to_zoho",
+]
+
+_TEXT = {
+    "text",
+    "varchar",
+    "character varying",
+    "bpchar",
+    "char",
+    "string",
+    "uuid",
+    "citext",
+    "email",
+    "phone",
+    "picklist",
+    "textarea",
+    "website",
+    "enum",
+    "inet",
+    "time",
+    "interval",
+}
+_INT = {"integer", "int", "int2", "int4", "smallint"}
+_BIGINT = {"bigint", "int8", "long", "biginteger"}
+_DECIMAL = {
+    "numeric",
+    "decimal",
+    "currency",
+    "double",
+    "float",
+    "float4",
+    "float8",
+    "real",
+    "double precision",
+    "percent",
+    "number",
+}
+_BOOL = {"boolean", "bool", "checkbox"}
+_DATE = {"date"}
+_TSTZ = {"timestamptz", "datetime", "timestamp with time zone"}
+_TS = {"timestamp", "timestamp without time zone"}
+_JSON = {"json", "jsonb"}
+_ARRAY = {"array", "multiselect", "multiselectpicklist", "text[]", "varchar[]", "integer[]"}
+
+_MAX_INT_DIGITS = 9
+_MAX_BIGINT_DIGITS = 18
+_MAX_DECIMAL_SCALE = 9
+_MAX_DECIMAL_INT_DIGITS = 16
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class _Unmappable(ValueError):
+    pass
+
+
+def _infer(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer" if abs(value) < 10**_MAX_INT_DIGITS else "bigint"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "json"
+    return "text"
+
+
+def _norm_type(type_name: str | None, value: Any) -> str:
+    if not type_name:
+        return _infer(value)
+    t = type_name.strip().lower()
+    if t.endswith("[]"):
+        return "array"
+    for group, canon in (
+        (_TEXT, "text"),
+        (_INT, "integer"),
+        (_BIGINT, "bigint"),
+        (_DECIMAL, "decimal"),
+        (_BOOL, "boolean"),
+        (_DATE, "date"),
+        (_TSTZ, "timestamptz"),
+        (_TS, "timestamp"),
+        (_JSON, "json"),
+        (_ARRAY, "array"),
+    ):
+        if t in group:
+            return canon
+    raise _Unmappable(f"unknown type {type_name!r}")
+
+
+def _to_int(value: Any, max_digits: int) -> int:
+    if isinstance(value, bool):
+        raise _Unmappable("boolean is not an integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        number = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise _Unmappable("not an integer")
+    if len(str(abs(number))) > max_digits:
+        raise _Unmappable(f"more than {max_digits} digits")
+    return number
+
+
+def _to_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise _Unmappable("boolean is not a number")
+    if isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unmappable("not a finite number")
+        number = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise _Unmappable("not a number") from None
+    else:
+        raise _Unmappable("not a number")
+    if not number.is_finite():
+        raise _Unmappable("not a finite number")
+    _sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    scale = max(0, -exponent)
+    if scale > _MAX_DECIMAL_SCALE:
+        raise _Unmappable(f"more than {_MAX_DECIMAL_SCALE} digits after the point")
+    if len(digits) + exponent > _MAX_DECIMAL_INT_DIGITS and number != 0:
+        raise _Unmappable(f"more than {_MAX_DECIMAL_INT_DIGITS} digits before the point")
+    return number
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("t", "true", "1", "yes", "y", "on"):
+            return True
+        if text in ("f", "false", "0", "no", "n", "off"):
+            return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise _Unmappable("not a boolean")
+
+
+def _to_date(value: Any) -> dt.date:
+    if isinstance(value, str) and _DATE_RE.match(value.strip()):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise _Unmappable("not a date (YYYY-MM-DD)")
+
+
+def _to_datetime(value: Any, assume_utc: bool) -> dt.datetime:
+    if not isinstance(value, str):
+        raise _Unmappable("not a timestamp")
+    text = value.strip().replace(" ", "T", 1)
+    try:
+        stamp = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _Unmappable("not an ISO-8601 timestamp") from None
+    if stamp.tzinfo is None:
+        if not assume_utc:
+            raise _Unmappable("timestamptz without an offset")
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.replace(microsecond=0)
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    raise _Unmappable("not text")
+
+
+def _to_array(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise _Unmappable("not an array")
+    out: list[str] = []
+    for item in value:
+        if item is None:
+            continue
+        if isinstance(item, (list, dict)):
+            raise _Unmappable("nested arrays cannot become a multi-select")
+        out.append(_to_text(item))
+    return out
+
+
+def _convert(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "text":
+        return _to_text(value)
+    if kind == "integer":
+        return _to_int(value, _MAX_INT_DIGITS)
+    if kind == "bigint":
+        return str(_to_int(value, _MAX_BIGINT_DIGITS))
+    if kind == "decimal":
+        return _to_decimal(value)
+    if kind == "boolean":
+        return _to_bool(value)
+    if kind == "date":
+        return _to_date(value)
+    if kind == "timestamptz":
+        return _to_datetime(value, assume_utc=False)
+    if kind == "timestamp":
+        return _to_datetime(value, assume_utc=True)
+    if kind == "json":
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
+    if kind == "array":
+        return _to_array(value)
+    raise _Unmappable(f"unknown type {kind!r}")
+
+
+def to_zoho(value: Any, type_name: str | None = None) -> Any:
+    """One canonical value → its Zoho JSON value (``Decimal`` for exact numbers).
+
+    Raises ValueError when the value cannot be mapped (map_record turns it into MappingError).
+    """
+    kind = _norm_type(type_name, value)
+    converted = _convert(value, kind)
+    if isinstance(converted, dt.datetime):
+        return converted.isoformat()
+    if isinstance(converted, dt.date):
+        return converted.isoformat()
+    return converted
+
+
+def _mapping_error(
+    table: TableSettings, column: str, field: str, type_name: str | None, reason: str
+) -> MappingError:
+    return MappingError(
+        f"column {column!r} → {table.module}.{field}: {reason}",
+        details={"column": column, "field": field, "type": type_name, "reason": reason},
+    )
+
+
+def _external_id(table: TableSettings, after: Mapping[str, Any]) -> str:
+    column = table.external_id.column
+    value = after.get(column)
+    if value is None or isinstance(value, (list, dict)):
+        raise _mapping_error(
+            table,
+            column,
+            table.external_id.field,
+            None,
+            "the external id is missing or not a scalar",
+        )
+    return _to_text(value)
+
+
+def map_record(
+    table: TableSettings, after: Mapping[str, Any], unchanged: Collection[str] = ()
+) -> dict[str, Any]:
+    """A row (canonical values) → a Zoho record: mapped fields plus the external id.
+
+    Unchanged TOAST columns (and columns absent from ``after``) are left out; NULL becomes null.
+    Raises MappingError for the first value that cannot be mapped.
+    """
+    record: dict[str, Any] = {table.external_id.field: _external_id(table, after)}
+    for column, mapping in table.fields.items():
+        if column in unchanged or column not in after or column == table.external_id.column:
+            continue
+        try:
+            record[mapping.field] = to_zoho(after[column], mapping.type)
+        except _Unmappable as exc:
+            raise _mapping_error(table, column, mapping.field, mapping.type, str(exc)) from None
+    return record
+
+
+def csv_columns(table: TableSettings) -> list[str]:
+    """Field API names of the Bulk Write CSV header: the external id first, then the fields."""
+    columns = [table.external_id.field]
+    for column, mapping in table.fields.items():
+        if column != table.external_id.column and mapping.field not in columns:
+            columns.append(mapping.field)
+    return columns
+
+
+def bulk_formats(table: TableSettings) -> dict[str, str]:
+    """``field_mappings[].format`` per field API name (only fields that declare one)."""
+    return {m.field: m.format for m in table.fields.values() if m.format}
+
+
+_JAVA_TOKENS = [
+    ("yyyy", "%Y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+]
+
+
+def java_to_strftime(fmt: str) -> str:
+    out = fmt
+    for java, py in _JAVA_TOKENS:
+        out = out.replace(java, py)
+    return out.replace("'", "")
+
+
+def csv_cell(value: Any, type_name: str | None = None, fmt: str | None = None) -> str:
+    """One canonical value → a Bulk Write CSV cell ("" for NULL: ignored with ignore_empty)."""
+    converted = _convert(value, _norm_type(type_name, value))
+    if converted is None:
+        return ""
+    if isinstance(converted, dt.datetime):
+        return converted.strftime(java_to_strftime(fmt)) if fmt else converted.isoformat()
+    if isinstance(converted, dt.date):
+        return converted.strftime(java_to_strftime(fmt or "MM/dd/yyyy"))
+    if isinstance(converted, bool):
+        return "true" if converted else "false"
+    if isinstance(converted, Decimal):
+        return format(converted, "f")
+    if isinstance(converted, list):
+        return ";".join(converted)
+    return str(converted)
+
+
+def csv_row(table: TableSettings, after: Mapping[str, Any]) -> list[str]:
+    """A row → CSV cells in ``csv_columns(table)`` order. Raises MappingError."""
+    by_field = {m.field: (c, m) for c, m in table.fields.items()}
+    cells = [_external_id(table, after)]
+    for field in csv_columns(table)[1:]:
+        column, mapping = by_field[field]
+        try:
+            cells.append(csv_cell(after.get(column), mapping.type, mapping.format))
+        except _Unmappable as exc:
+            raise _mapping_error(table, column, field, mapping.type, str(exc)) from None
+    return cells

@@ -1,0 +1,148 @@
+"""Per-record results from Zoho -> Done / Retry / DeadLetter.
+
+Zoho answers 200/207 with one status per record (sink-notes §6.1): every record is read, and
+only the ``Retry`` ones are sent again. Record errors (INVALID_DATA, MANDATORY_NOT_FOUND, ...)
+are dead-lettered at once; retryable per-record codes are retried up to ``max_attempts`` and
+then dead-lettered with the attempt count. Whole-call failures (429, 5xx, timeouts) are not
+judged here: they raise from the client and the shell backs off without committing.
+
+Results are duck-typed on the documented ``streamsync.zoho`` types: a success has ``index``,
+``id`` and ``action``; a failure has ``index``, ``code``, ``message``, ``details``, ``retryable``.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamsync.sink.window import Entry
+
+__all__ = ["Dead", "Done", "Judged", "Retry", "judge_bulk_rows", "judge_deletes", "judge_upserts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    entry: Entry
+    zoho_id: str | None
+    action: str  # insert | update | delete | mark | stale | ignored
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    entry: Entry
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    entry: Entry
+    code: str
+    message: str
+    details: dict[str, Any]
+    attempts: int
+
+
+@dataclass(slots=True)
+class Judged:
+    done: list[Done] = field(default_factory=list)
+    retry: list[Retry] = field(default_factory=list)
+    dead: list[Dead] = field(default_factory=list)
+
+    def extend(self, other: Judged) -> None:
+        self.done.extend(other.done)
+        self.retry.extend(other.retry)
+        self.dead.extend(other.dead)
+
+
+def _is_failure(result: Any) -> bool:
+    return hasattr(result, "code") and hasattr(result, "retryable")
+
+
+def judge_upserts(
+    entries: Sequence[Entry], results: Sequence[Any], attempt: int, max_attempts: int
+) -> Judged:
+    """Judge one upsert call's results (in input order, matched by ``index``)."""
+    out = Judged()
+    by_index = {int(r.index): r for r in results}
+    for i, entry in enumerate(entries):
+        result = by_index.get(i)
+        if result is None:
+            out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the record"))
+        elif _is_failure(result):
+            if result.retryable and attempt < max_attempts:
+                out.retry.append(Retry(entry, str(result.code), str(result.message)))
+            else:
+                out.dead.append(
+                    Dead(
+                        entry,
+                        str(result.code),
+                        str(result.message),
+                        dict(result.details or {}),
+                        attempt,
+                    )
+                )
+        else:
+            out.done.append(Done(entry, str(result.id), str(getattr(result, "action", "update"))))
+    return out
+
+
+def judge_deletes(
+    pairs: Sequence[tuple[Entry, str]], results: Sequence[Any], attempt: int, max_attempts: int
+) -> Judged:
+    """Judge one delete call. An id Zoho no longer knows (INVALID_DATA) is already deleted."""
+    out = Judged()
+    by_index = {int(r.index): r for r in results}
+    for i, (entry, zoho_id) in enumerate(pairs):
+        result = by_index.get(i)
+        if result is None:
+            out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the id"))
+        elif not _is_failure(result) or result.code in ("INVALID_DATA", "RECORD_NOT_FOUND"):
+            out.done.append(Done(entry, zoho_id, "delete"))
+        elif result.retryable and attempt < max_attempts:
+            out.retry.append(Retry(entry, str(result.code), str(result.message)))
+        else:
+            out.dead.append(
+                Dead(
+                    entry,
+                    str(result.code),
+                    str(result.message),
+                    dict(result.details or {}),
+                    attempt,
+                )
+            )
+    return out
+
+
+def judge_bulk_rows(entries: Sequence[Entry], rows: Sequence[Any], attempt: int) -> Judged:
+    """Judge a Bulk Write result: ``row`` is the 0-based data row of ``entries``.
+
+    ADDED / UPDATED -> done; SKIPPED -> dead letter with the first column error code
+    (``errors`` maps column -> Zoho code); a row missing from the result is retried.
+    """
+    out = Judged()
+    by_row: Mapping[int, Any] = {int(r.row): r for r in rows}
+    for i, entry in enumerate(entries):
+        row = by_row.get(i)
+        if row is None:
+            out.retry.append(Retry(entry, "NO_RESULT", "the Bulk Write result lacks the row"))
+            continue
+        status = str(row.status).upper()
+        if status in ("ADDED", "UPDATED"):
+            action = "insert" if status == "ADDED" else "update"
+            out.done.append(Done(entry, str(row.record_id) if row.record_id else None, action))
+        else:
+            errors = dict(getattr(row, "errors", None) or {})
+            code = next(iter(errors.values()), "SKIPPED") if errors else "SKIPPED"
+            out.dead.append(
+                Dead(
+                    entry,
+                    str(code),
+                    f"Bulk Write skipped the row ({status})",
+                    {"errors": errors},
+                    attempt,
+                )
+            )
+    return out

@@ -1,0 +1,106 @@
+"""Outcomes: every record's status is read; only retryable ones are resent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamsync.sink.outcomes import judge_bulk_rows, judge_deletes, judge_upserts
+from streamsync.sink.window import Window
+from tests.unit.sink.sinkev import ev
+
+
+@dataclass
+class Ok:
+    index: int
+    id: str
+    action: str = "insert"
+
+
+@dataclass
+class Fail:
+    index: int
+    code: str
+    message: str = "m"
+    details: dict[str, Any] = field(default_factory=dict)
+    retryable: bool = False
+
+
+@dataclass
+class Row:
+    row: int
+    status: str
+    record_id: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _entries(n: int):  # type: ignore[no-untyped-def]
+    w = Window(max_keys=1000, max_wait_s=5)
+    for k in range(n):
+        w.add(ev(k, 1), ("t", 0), k, now=0)
+    (batch,) = w.flush()
+    return batch.entries
+
+
+def test_upserts_split_into_done_retry_dead() -> None:
+    entries = _entries(5)
+    results = [
+        Ok(0, "z0"),
+        Fail(1, "INVALID_DATA", details={"api_name": "Amount"}),
+        Fail(2, "RECORD_LOCKED", retryable=True),
+        Ok(3, "z3", "update"),
+        # index 4 missing
+    ]
+    j = judge_upserts(entries, results, attempt=1, max_attempts=3)
+    assert [(d.entry.key, d.zoho_id, d.action) for d in j.done] == [
+        ([0], "z0", "insert"),
+        ([3], "z3", "update"),
+    ]
+    assert [(d.entry.key, d.code, d.details, d.attempts) for d in j.dead] == [
+        ([1], "INVALID_DATA", {"api_name": "Amount"}, 1)
+    ]
+    assert [(r.entry.key, r.code) for r in j.retry] == [([2], "RECORD_LOCKED"), ([4], "NO_RESULT")]
+
+
+def test_retryable_record_errors_are_dead_lettered_after_max_attempts() -> None:
+    entries = _entries(1)
+    j = judge_upserts(
+        entries, [Fail(0, "RECORD_LOCKED", retryable=True)], attempt=3, max_attempts=3
+    )
+    assert j.retry == [] and [(d.code, d.attempts) for d in j.dead] == [("RECORD_LOCKED", 3)]
+
+
+def test_deletes_treat_unknown_ids_as_gone() -> None:
+    entries = _entries(4)
+    pairs = [(e, f"z{i}") for i, e in enumerate(entries)]
+    results = [
+        Ok(0, "z0", "delete"),
+        Fail(1, "INVALID_DATA"),
+        Fail(2, "INTERNAL_ERROR", retryable=True),
+        Fail(3, "NO_PERMISSION"),
+    ]
+    j = judge_deletes(pairs, results, attempt=1, max_attempts=5)
+    assert [(d.entry.key, d.zoho_id, d.action) for d in j.done] == [
+        ([0], "z0", "delete"),
+        ([1], "z1", "delete"),
+    ]
+    assert [r.entry.key for r in j.retry] == [[2]]
+    assert [d.code for d in j.dead] == ["NO_PERMISSION"]
+
+
+def test_bulk_rows() -> None:
+    entries = _entries(4)
+    rows = [
+        Row(0, "ADDED", "z0"),
+        Row(1, "UPDATED", "z1"),
+        Row(2, "SKIPPED", errors={"Amount": "INVALID_DATA"}),
+    ]
+    j = judge_bulk_rows(entries, rows, attempt=1)
+    assert [(d.entry.key, d.zoho_id, d.action) for d in j.done] == [
+        ([0], "z0", "insert"),
+        ([1], "z1", "update"),
+    ]
+    assert [(d.entry.key, d.code, d.details) for d in j.dead] == [
+        ([2], "INVALID_DATA", {"errors": {"Amount": "INVALID_DATA"}})
+    ]
+    assert [r.entry.key for r in j.retry] == [[3]]

@@ -1,0 +1,132 @@
+"""The record map: legacy key -> Zoho id, last synced position, status (owned by the sink).
+
+One row per (table, key text); ``key`` is the canonical key JSON (``events.encode_key``).
+``status``: ``ok`` (the CRM holds version ``(lsn, seq)``), ``failed`` (Zoho rejected that
+version: it is in the DLQ; the seed's "sync flag = false"), ``deleted`` (removed from the CRM).
+Writes never move a key's position backwards (the ON CONFLICT guard), so a late outcome of an
+older version cannot overwrite a newer one.
+
+Functions take an asyncpg connection or pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DDL", "Outcome", "counts", "failed_keys", "fetch", "record_outcomes"]
+
+DDL = [
+    """CREATE TABLE IF NOT EXISTS "{schema}".record_map (
+        "table"     text        NOT NULL,
+        key         text        NOT NULL,
+        zoho_id     text,
+        lsn         bigint      NOT NULL DEFAULT 0,
+        seq         integer     NOT NULL DEFAULT 0,
+        status      text        NOT NULL CHECK (status IN ('ok', 'failed', 'deleted')),
+        error_code  text,
+        attempts    integer     NOT NULL DEFAULT 0,
+        synced_at   timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY ("table", key)
+    )""",
+    """CREATE INDEX IF NOT EXISTS record_map_not_ok
+        ON "{schema}".record_map ("table", status) WHERE status <> 'ok'""",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A final outcome to record for one key."""
+
+    table: str
+    key: str
+    zoho_id: str | None
+    lsn: int
+    seq: int
+    status: str  # ok | failed | deleted
+    error_code: str | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    zoho_id: str | None
+    lsn: int
+    seq: int
+    status: str
+    attempts: int
+
+
+def _q(schema: str) -> str:
+    return f'"{schema}".record_map'
+
+
+async def fetch(conn: Any, schema: str, table: str, keys: Sequence[str]) -> dict[str, Row]:
+    """The record-map rows of ``keys`` (missing keys are absent)."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        f"SELECT key, zoho_id, lsn, seq, status, attempts FROM {_q(schema)} "
+        f'WHERE "table" = $1 AND key = ANY($2::text[])',
+        table,
+        list(keys),
+    )
+    return {
+        r["key"]: Row(r["zoho_id"], r["lsn"], r["seq"], r["status"], r["attempts"]) for r in rows
+    }
+
+
+async def record_outcomes(conn: Any, schema: str, outcomes: Sequence[Outcome]) -> None:
+    """Upsert final outcomes; a row only moves forward in (lsn, seq).
+
+    A failure keeps the known Zoho id; a delete clears it; attempts accumulate on failures.
+    """
+    if not outcomes:
+        return
+    await conn.executemany(
+        f"""INSERT INTO {_q(schema)} AS m
+               ("table", key, zoho_id, lsn, seq, status, error_code, attempts, synced_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+            ON CONFLICT ("table", key) DO UPDATE SET
+               zoho_id = CASE WHEN EXCLUDED.status = 'deleted' THEN NULL
+                              ELSE COALESCE(EXCLUDED.zoho_id, m.zoho_id) END,
+               lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, status = EXCLUDED.status,
+               error_code = EXCLUDED.error_code,
+               attempts = CASE WHEN EXCLUDED.status = 'failed'
+                               THEN m.attempts + EXCLUDED.attempts ELSE 0 END,
+               synced_at = now()
+            WHERE (m.lsn, m.seq) <= (EXCLUDED.lsn, EXCLUDED.seq)""",
+        [
+            (
+                o.table,
+                o.key,
+                o.zoho_id,
+                o.lsn,
+                o.seq,
+                o.status,
+                o.error_code,
+                o.attempts if o.status == "failed" else 0,
+            )
+            for o in outcomes
+        ],
+    )
+
+
+async def counts(conn: Any, schema: str) -> dict[str, int]:
+    """Rows per status (for ``status`` and tests)."""
+    rows = await conn.fetch(f"SELECT status, count(*) AS n FROM {_q(schema)} GROUP BY status")
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def failed_keys(
+    conn: Any, schema: str, table: str, limit: int = 1000
+) -> list[tuple[str, str]]:
+    """(key, error_code) of failed keys of ``table``."""
+    rows = await conn.fetch(
+        f"SELECT key, error_code FROM {_q(schema)} "
+        f"WHERE \"table\" = $1 AND status = 'failed' ORDER BY key LIMIT $2",
+        table,
+        limit,
+    )
+    return [(r["key"], r["error_code"] or "") for r in rows]

@@ -38,9 +38,12 @@ class Token:
     expires_at: float
     api_domain: str | None = None
 
-    def fresh(self, now: float, margin: float = REFRESH_AHEAD_S) -> bool:
-        """Still usable for ``margin`` seconds (refresh ahead of expiry)."""
-        return now < self.expires_at - margin
+    refresh_at: float = 0.0
+
+    def fresh(self, now: float) -> bool:
+        """Not yet due for a refresh (due ``REFRESH_AHEAD_S`` before expiry, or at 90% of a
+        short lifetime)."""
+        return now < (self.refresh_at or self.expires_at)
 
     def __repr__(self) -> str:  # never print the secret
         return f"Token(expires_at={self.expires_at:.0f}, api_domain={self.api_domain!r})"
@@ -89,6 +92,7 @@ def parse_token_response(resp: CrmResponse, now: float) -> Token:
     return Token(
         access_token=str(body["access_token"]),
         expires_at=now + expires,
+        refresh_at=now + max(expires - REFRESH_AHEAD_S, expires * 0.9),
         api_domain=str(domain).rstrip("/") if domain else None,
     )
 

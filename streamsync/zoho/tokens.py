@@ -35,13 +35,11 @@ class TokenManager:
         *,
         clock: Callable[[], float] = time.time,
         limiter: RefreshLimiter | None = None,
-        refresh_ahead_s: float = 300.0,
     ) -> None:
         self._settings = settings
         self._transport = transport
         self._clock = clock
         self.limiter = limiter or RefreshLimiter()
-        self._ahead = refresh_ahead_s
         self._token: Token | None = None
         self._lock = asyncio.Lock()
         self.refreshes = 0
@@ -52,17 +50,11 @@ class TokenManager:
 
     async def get(self) -> Token:
         token = self._token
-        if token is not None and token.fresh(self._clock(), self._ahead):
+        if token is not None and token.fresh(self._clock()):
             return token
-        async with self._lock:
+        async with self._lock:  # single flight: late arrivals find the new token
             current = self._token
-            if (
-                current is not None
-                and current is not token
-                and current.fresh(self._clock(), self._ahead)
-            ):
-                return current
-            if current is not None and current.fresh(self._clock(), self._ahead):
+            if current is not None and current.fresh(self._clock()):
                 return current
             return await self._refresh()
 

@@ -73,10 +73,17 @@ def _date(text: str) -> str:
     return text
 
 
+def _six_digits(clock: str) -> str:
+    """'07:08:09.5' → '07:08:09.500000' (Python's isoformat, which backfill produces)."""
+    if len(clock) == 8 or len(clock) == 15:
+        return clock
+    return clock + "0" * (15 - len(clock))
+
+
 def _timestamp(text: str) -> str:
     if len(text) < 19 or text[4] != "-" or text.endswith(" BC"):
         return text  # infinity, -infinity, BC
-    return text.replace(" ", "T", 1)
+    return text[:10] + "T" + _six_digits(text[11:])
 
 
 def _timestamptz(text: str) -> str:
@@ -84,7 +91,7 @@ def _timestamptz(text: str) -> str:
         return text
     if text.endswith("+00") and len(text) <= 29:
         # Fast path for the UTC session: '2024-01-02 03:04:05.123456+00'.
-        return text[:10] + "T" + text[11:-3] + "+00:00"
+        return text[:10] + "T" + _six_digits(text[11:-3]) + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

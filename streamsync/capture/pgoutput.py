@@ -232,6 +232,7 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
 
 def _tuple(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
     (count,) = _I16.unpack_from(buf, pos)
+    size = len(buf)
     pos += 2
     values: list[TupleValue] = []
     append = values.append
@@ -242,6 +243,8 @@ def _tuple(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
         if kind == 0x74:  # 't' text
             (length,) = unpack_len(buf, pos)
             pos += 4
+            if pos + length > size:
+                raise DecodeError(f"column value of {length} bytes overruns the message")
             append(buf[pos : pos + length].decode("utf-8"))
             pos += length
         elif kind == 0x6E:  # 'n' null
@@ -251,6 +254,8 @@ def _tuple(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
         elif kind == 0x62:  # 'b' binary
             (length,) = unpack_len(buf, pos)
             pos += 4
+            if pos + length > size:
+                raise DecodeError(f"column value of {length} bytes overruns the message")
             append(bytes(buf[pos : pos + length]))
             pos += length
         else:

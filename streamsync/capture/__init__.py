@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from streamsync.capture.provision import SetupReport, setup
     from streamsync.capture.replication import slot_lag_bytes
     from streamsync.capture.role import Capture, CaptureStats
-    from streamsync.capture.setup import SetupReport, setup
 
 __all__ = ["Capture", "CaptureStats", "SetupReport", "setup", "slot_lag_bytes"]
 
 _WHERE = {
     "Capture": "streamsync.capture.role",
     "CaptureStats": "streamsync.capture.role",
-    "SetupReport": "streamsync.capture.setup",
-    "setup": "streamsync.capture.setup",
+    "SetupReport": "streamsync.capture.provision",
+    "setup": "streamsync.capture.provision",
     "slot_lag_bytes": "streamsync.capture.replication",
 }
 

@@ -16,7 +16,7 @@ from streamsync.errors import SlotInUseError, StreamsyncError
 @app.command()
 def setup(config: ConfigOption = None) -> None:
     """Create the slot, publication, state schema and topics (idempotent)."""
-    from streamsync.capture.setup import setup as run_setup
+    from streamsync.capture.provision import setup as run_setup
 
     settings = settings_or_exit(config)
     try:

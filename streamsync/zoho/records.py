@@ -2,8 +2,10 @@
 
 Input is the canonical representation of docs/CONTRACTS.md; the mapping comes from
 ``TableSettings.fields`` (column → FieldMapping(field, type, format)). When ``type`` is not
-given it is inferred from the value. The external id column always maps to
-``external_id.field`` as a string. A value that cannot be mapped raises ``MappingError`` with
+given it is inferred from the value: bool, int (≤ 9 digits → integer, else bigint), float,
+list (multi-select), dict (json); among strings, ``-?digits.digits`` is numeric and an ISO
+timestamp with an offset is timestamptz; any other string is text (set ``type`` to be explicit).
+The external id column always maps to ``external_id.field`` as a string. A value that cannot be mapped raises ``MappingError`` with
 the column, field and type in ``details``: one record fails, never the batch.
 
 | type (Postgres or Zoho name)            | JSON                         | CSV cell              |
@@ -89,6 +91,8 @@ _MAX_BIGINT_DIGITS = 18
 _MAX_DECIMAL_SCALE = 9
 _MAX_DECIMAL_INT_DIGITS = 16
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DECIMAL_RE = re.compile(r"^-?\d+\.\d+$")
+_TSTZ_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}:\d{2}$")
 
 
 class _Unmappable(ValueError):
@@ -106,6 +110,13 @@ def _infer(value: Any) -> str:
         return "array"
     if isinstance(value, dict):
         return "json"
+    if isinstance(value, str):
+        # Canonical numeric and timestamptz values are strings: recognise their exact shapes.
+        # Digit-only strings stay text (codes, zip codes); set ``type`` to be explicit.
+        if _DECIMAL_RE.match(value):
+            return "decimal"
+        if _TSTZ_RE.match(value):
+            return "timestamptz"
     return "text"
 
 

@@ -96,7 +96,7 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
                 state.faults["drop"] += 1
                 if cfg.drop_after_processing:
                     await handler(request)
-                _drop(request)
+                return _drop(request)
         response = await handler(request)
         if path.startswith("/crm/"):
             used = state.credits_used()
@@ -107,11 +107,11 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
         state.in_flight -= 1
 
 
-def _drop(request: web.Request) -> None:
+def _drop(request: web.Request) -> web.Response:
     transport = request.transport
     if transport is not None:
-        transport.close()
-    raise ConnectionResetError("simulated dropped connection")
+        transport.abort()  # the client sees the connection drop without an answer
+    return web.Response(status=500)
 
 
 def _too_many(message: str) -> web.Response:
@@ -974,7 +974,7 @@ async def sim_config(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         return _json({"error": "body must be a JSON object"}, 400)
     try:
-        state.config.update(**body)
+        state.configure(**body)
     except (ValueError, TypeError) as exc:
         return _json({"error": str(exc)}, 400)
     return _json({"config": state.config.public()})
@@ -985,7 +985,8 @@ async def sim_expire_tokens(request: web.Request) -> web.Response:
 
 
 async def _cleanup(app: web.Application) -> None:
-    tasks = list(app[_TASKS])
+    pending: set[asyncio.Task[None]] = app[_TASKS]
+    tasks = list(pending)
     for task in tasks:
         task.cancel()
     for task in tasks:

@@ -161,6 +161,12 @@ class SimState:
         self.config = config
         self.reset()
 
+    def configure(self, **changes: Any) -> None:
+        """Change settings at runtime; a new ``seed`` restarts the fault sequence."""
+        self.config.update(**changes)
+        if "seed" in changes:
+            self.rng = random.Random(self.config.seed)
+
     def reset(self) -> None:
         self.rng = random.Random(self.config.seed)
         self._ids = itertools.count(5725767000000600001)

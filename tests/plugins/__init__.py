@@ -1,0 +1,1 @@
+"""pytest plugins shared by the test tiers (registered with pytest_plugins in tests/conftest.py)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import orjson
@@ -11,7 +12,10 @@ import pytest
 from streamsync.errors import CreditBudgetExhausted, CrmRateLimited, CrmRequestError
 from streamsync.settings import default_tables
 from streamsync.zoho import RecordFailure, RecordSuccess, ZohoClient, map_record
-from tests.plugins.crm_sim import CrmSim, crm_sim, start_crm_sim  # noqa: F401
+from tests.helpers import wait_for
+from tests.plugins.crm_sim import CrmSim
+
+pytest_plugins = ["tests.plugins.crm_sim"]
 
 ORDERS = default_tables()[0]
 
@@ -169,19 +173,10 @@ async def test_short_lived_tokens_are_refreshed_ahead(crm_sim: CrmSim) -> None:
         await client.upsert("Orders", [{"Name": "a", "parent_id": "1"}])
         first = client.tokens.token
         assert first is not None
-        await asyncio.wait_for(_until_stale(client), timeout=5)
+        await wait_for(lambda: not first.fresh(time.time()), timeout=5)
         await client.upsert("Orders", [{"Name": "b", "parent_id": "2"}])
         assert crm_sim.state.tokens_issued == 2
         assert crm_sim.state.faults.get("401", 0) == 0
-
-
-async def _until_stale(client: ZohoClient) -> None:
-    import time
-
-    token = client.tokens.token
-    assert token is not None
-    while token.fresh(time.time()):
-        await asyncio.sleep(0.02)
 
 
 async def test_credit_budget_refuses_non_urgent_work(crm_sim: CrmSim) -> None:

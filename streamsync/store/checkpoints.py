@@ -425,6 +425,16 @@ async def mark_chunk_submitted(
         )
 
 
+async def mark_chunk_empty(conn: Any, schema: str, backfill_id: str, seq: int) -> None:
+    """A chunk with nothing to load (all its rows dead-lettered): straight to loaded."""
+    await conn.execute(
+        f"""UPDATE {_q(schema)}.backfill_chunks SET status = 'loaded', finished_at = now()
+            WHERE backfill_id = $1 AND seq = $2""",
+        backfill_id,
+        seq,
+    )
+
+
 async def mark_chunk_loaded(
     conn: Any,
     schema: str,

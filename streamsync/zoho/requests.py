@@ -280,7 +280,10 @@ def error_for(resp: CrmResponse, api: str = "call") -> CrmError | None:
         return CrmAuthError(message, code=code or "AUTHENTICATION_FAILURE", details=details)
     if not code:
         return CrmRequestError(message, code=f"HTTP_{status}", details=details)
-    return crm_error_for_code(code, message, details=details)
+    found = crm_error_for_code(code, message, details=details)
+    if found.retryable:  # a 4xx is about this request: resending it unchanged cannot help
+        return CrmRequestError(message, code=code, details=details)
+    return found
 
 
 def _action(item: Mapping[str, Any], default: Action) -> Action:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
@@ -13,7 +14,9 @@ from streamsync.errors import CreditBudgetExhausted, CrmRateLimited, CrmRequestE
 from streamsync.settings import default_tables
 from streamsync.zoho import RecordFailure, RecordSuccess, ZohoClient, map_record
 from tests.helpers import wait_for
-from tests.plugins.crm_sim import CrmSim
+
+if TYPE_CHECKING:
+    from tests.plugins.crm_sim import CrmSim
 
 pytest_plugins = ["tests.plugins.crm_sim"]
 

@@ -70,11 +70,12 @@ class AckTracker:
         txn.pending += 1
         self.inflight += 1
 
-    def ack(self, txn: Txn) -> None:
-        if txn.pending <= 0:
+    def ack(self, txn: Txn, count: int = 1) -> None:
+        """``count`` events of ``txn`` were acknowledged."""
+        if txn.pending < count or count <= 0:
             raise InvariantError(f"more acks than events in {txn!r}")
-        txn.pending -= 1
-        self.inflight -= 1
+        txn.pending -= count
+        self.inflight -= count
 
     def commit(self, txn: Txn, end_lsn: int) -> None:
         if txn.end_lsn is not None:

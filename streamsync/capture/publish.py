@@ -1,14 +1,20 @@
-"""Change events → Kafka (shell): await send(), hand each ack future to the AckTracker.
+"""Change events → Kafka (shell): batches per partition, ack futures into the AckTracker.
 
-Two-phase produce (aiokafka): awaiting ``producer.send()`` enqueues the record, waiting while the
-partition's batch is full — that, plus the ``max_inflight`` cap on un-acked events, is the
-backpressure onto the replication stream, so memory stays bounded whatever the transaction
-size. The returned future resolves on the broker's ack (acks=all); its callback acks the
-event's transaction. A failed ack is kept and raised by ``check()``: the role then fails and
-restarts from the slot's flushed position (nothing past it was confirmed).
+Events are appended to one aiokafka ``BatchBuilder`` per topic-partition (partition chosen by
+aiokafka's own ``DefaultPartitioner`` on the key bytes — murmur2, as the Java client and every
+other streamsync producer, so all versions of a key share a partition). ``flush()`` hands the
+open batches to the producer with ``send_batch``: awaiting it waits while the partition still
+has a batch queued (backpressure); the returned future resolves on the broker's ack (acks=all,
+idempotent producer), and its callback acks, per transaction, the events the batch carried.
 
-Cancelling ``publish()`` while it waits for room or for the enqueue loses nothing durable: the
-event was not acknowledged, so the slot was not flushed past it.
+``max_inflight`` caps un-acked events: when reached, open batches are flushed and publishing
+waits for acks — that stops the read loop, which pushes back on the walsender through TCP, so
+memory stays bounded whatever the transaction size. A failed batch is kept and raised by
+``check()``: the role fails and restarts from the slot's flushed position (nothing past the
+failed events was confirmed).
+
+Cancelling ``publish()``/``flush()`` loses nothing durable: events that were not acknowledged
+hold the slot's flush position back.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from streamsync.capture.acks import AckTracker, Txn
 from streamsync.errors import PublishError
@@ -24,6 +31,27 @@ from streamsync.events import ChangeEvent, encode_change, encode_key
 from streamsync.kafka.topics import change_topic
 
 __all__ = ["Publisher"]
+
+_partition = DefaultPartitioner()
+
+
+class _Open:
+    """One batch being filled for a topic-partition, and the events it holds per transaction."""
+
+    __slots__ = ("builder", "counts", "partition", "topic")
+
+    def __init__(self, builder: Any, topic: str, partition: int) -> None:
+        self.builder = builder
+        self.topic = topic
+        self.partition = partition
+        self.counts: list[list[Any]] = []  # [txn, n], consecutive events of one txn merged
+
+    def count(self, txn: Txn) -> None:
+        counts = self.counts
+        if counts and counts[-1][0] is txn:
+            counts[-1][1] += 1
+        else:
+            counts.append([txn, 1])
 
 
 class Publisher:
@@ -44,55 +72,96 @@ class Publisher:
         self._low_water = max_inflight // 2
         self._room = asyncio.Event()
         self._room.set()
-        self._topics: dict[str, str] = {}
+        self._topics: dict[str, tuple[str, list[int]]] = {}
+        self._open: dict[tuple[str, int], _Open] = {}
         self._error: BaseException | None = None
         self.published = 0
+        self.batches = 0
 
     def check(self) -> None:
         """Raise the first produce failure, if any."""
         if self._error is not None:
             raise PublishError(
-                f"Kafka did not acknowledge an event: {type(self._error).__name__}: {self._error}"
+                f"Kafka did not acknowledge a batch: {type(self._error).__name__}: {self._error}"
             ) from self._error
 
+    async def _topic(self, table: str) -> tuple[str, list[int]]:
+        topic = change_topic(self._prefix, table)
+        partitions = sorted(await self._producer.partitions_for(topic))
+        if not partitions:
+            raise PublishError(f"topic {topic!r} has no partitions (run `streamsync setup`)")
+        self._topics[table] = (topic, partitions)
+        return topic, partitions
+
     async def publish(self, event: ChangeEvent, txn: Txn) -> None:
-        """Enqueue one event; its ack (later) acks ``txn`` in the tracker."""
+        """Append one event to its partition's open batch; its ack will ack ``txn``."""
         acks = self._acks
         if acks.inflight >= self._max_inflight:
-            self._room.clear()
-            await self._room.wait()
+            await self.flush()
+            while acks.inflight >= self._max_inflight and self._error is None:
+                self._room.clear()
+                await self._room.wait()
             self.check()
-        topic = self._topics.get(event.table)
-        if topic is None:
-            topic = self._topics[event.table] = change_topic(self._prefix, event.table)
+        target = self._topics.get(event.table)
+        if target is None:
+            target = await self._topic(event.table)
+        topic, partitions = target
+        key = encode_key(event.key)
+        value = encode_change(event)
+        partition = _partition(key, partitions, partitions)
+        slot = (topic, partition)
+        batch = self._open.get(slot)
+        if batch is None:
+            batch = self._open[slot] = _Open(self._producer.create_batch(), topic, partition)
+        if batch.builder.append(timestamp=None, key=key, value=value) is None:
+            await self._send(slot)
+            batch = self._open[slot] = _Open(self._producer.create_batch(), topic, partition)
+            if batch.builder.append(timestamp=None, key=key, value=value) is None:
+                raise PublishError(f"event of {len(value)} bytes does not fit in a batch")
         acks.add(txn)
-        try:
-            fut = await self._producer.send(
-                topic, value=encode_change(event), key=encode_key(event.key)
-            )
-        except Exception as exc:
-            acks.ack(txn)  # never confirmed: the error fails the role before any flush past it
-            self._error = exc
-            self.check()
-            raise
-        fut.add_done_callback(lambda f, t=txn: self._on_ack(f, t))
+        batch.count(txn)
         self.published += 1
 
-    def _on_ack(self, fut: asyncio.Future[Any], txn: Txn) -> None:
+    async def flush(self) -> None:
+        """Hand every open batch to the producer (waits while a partition's queue is full)."""
+        for slot in list(self._open):
+            await self._send(slot)
+
+    async def _send(self, slot: tuple[str, int]) -> None:
+        batch = self._open.pop(slot)
+        if not batch.counts:
+            return
+        try:
+            fut = await self._producer.send_batch(
+                batch.builder, batch.topic, partition=batch.partition
+            )
+        except Exception as exc:
+            self._error = self._error or exc
+            self.check()
+            raise
+        self.batches += 1
+        fut.add_done_callback(lambda f, c=batch.counts: self._on_ack(f, c))
+
+    def _on_ack(self, fut: asyncio.Future[Any], counts: list[list[Any]]) -> None:
         if fut.cancelled():
             self._error = self._error or asyncio.CancelledError("produce cancelled")
         elif fut.exception() is not None:
             self._error = self._error or fut.exception()
         else:
-            self._acks.ack(txn)
+            ack = self._acks.ack
+            for txn, n in counts:
+                ack(txn, n)
         if self._error is not None or self._acks.inflight <= self._low_water:
             self._room.set()
 
     async def drain(self, wait_s: float) -> None:
-        """Wait until every enqueued event is acknowledged (TimeoutError after ``wait_s``)."""
+        """Send open batches and wait until every event is acknowledged (TimeoutError)."""
         async with asyncio.timeout(wait_s):
+            await self.flush()
             await self._producer.flush()
             while self._acks.inflight > 0 and self._error is None:
                 self._room.clear()
+                if self._acks.inflight == 0:
+                    break
                 await self._room.wait()
         self.check()

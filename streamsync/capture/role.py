@@ -220,6 +220,9 @@ class Capture:
                         "truncate captured; not propagated as deletes",
                         extra={"tables": asm.truncated_tables[-5:], "count": asm.truncates},
                     )
+            await publisher.flush()
+            if self._until_idle and self._marker_txn is not None:
+                return  # everything up to the marker was read; run() drains and flushes
 
     def _idle_reached(self, source: ReplicationSource) -> bool:
         if self._replay:

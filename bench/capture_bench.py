@@ -27,10 +27,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamsync.capture import Capture, setup  # noqa: E402
-from streamsync.events import format_lsn  # noqa: E402
-from streamsync.kafka.topics import change_topic  # noqa: E402
-from streamsync.settings import load_settings  # noqa: E402
+from streamsync.capture import Capture, setup
+from streamsync.events import format_lsn
+from streamsync.kafka.topics import change_topic
+from streamsync.settings import load_settings
 
 DSN = os.environ.get("STREAMSYNC_POSTGRES__DSN", "postgresql://postgres@127.0.0.1:54329/streamsync")
 BOOTSTRAP = os.environ.get("STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:19092")

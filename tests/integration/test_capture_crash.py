@@ -21,8 +21,10 @@ from tests.integration.capture_support import CaptureEnv, capture_env, read_topi
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_capture(env: CaptureEnv, log: Path) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, **env.env()}
+def start_capture(
+    env: CaptureEnv, log: Path, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    full_env = {**os.environ, **env.env(), **(extra or {})}
     full_env.pop("STREAMSYNC_CONFIG", None)
     with log.open("ab") as out:
         return subprocess.Popen(

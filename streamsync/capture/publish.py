@@ -29,6 +29,7 @@ from streamsync.capture.acks import AckTracker, Txn
 from streamsync.errors import PublishError
 from streamsync.events import ChangeEvent, encode_change, encode_key
 from streamsync.kafka.topics import change_topic
+from streamsync.ops import metrics
 
 __all__ = ["Publisher"]
 
@@ -38,15 +39,18 @@ _partition = DefaultPartitioner()
 class _Open:
     """One batch being filled for a topic-partition, and the events it holds per transaction."""
 
-    __slots__ = ("builder", "counts", "partition", "topic")
+    __slots__ = ("builder", "counts", "ops", "partition", "table", "topic")
 
-    def __init__(self, builder: Any, topic: str, partition: int) -> None:
+    def __init__(self, builder: Any, table: str, topic: str, partition: int) -> None:
         self.builder = builder
+        self.table = table
         self.topic = topic
         self.partition = partition
         self.counts: list[list[Any]] = []  # [txn, n], consecutive events of one txn merged
+        self.ops: dict[str, int] = {}
 
-    def count(self, txn: Txn) -> None:
+    def count(self, txn: Txn, op: str) -> None:
+        self.ops[op] = self.ops.get(op, 0) + 1
         counts = self.counts
         if counts and counts[-1][0] is txn:
             counts[-1][1] += 1
@@ -112,14 +116,18 @@ class Publisher:
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
-            batch = self._open[slot] = _Open(self._producer.create_batch(), topic, partition)
+            batch = self._open[slot] = _Open(
+                self._producer.create_batch(), event.table, topic, partition
+            )
         if batch.builder.append(timestamp=None, key=key, value=value) is None:
             await self._send(slot)
-            batch = self._open[slot] = _Open(self._producer.create_batch(), topic, partition)
+            batch = self._open[slot] = _Open(
+                self._producer.create_batch(), event.table, topic, partition
+            )
             if batch.builder.append(timestamp=None, key=key, value=value) is None:
                 raise PublishError(f"event of {len(value)} bytes does not fit in a batch")
         acks.add(txn)
-        batch.count(txn)
+        batch.count(txn, event.op)
         self.published += 1
 
     async def flush(self) -> None:
@@ -140,17 +148,19 @@ class Publisher:
             self.check()
             raise
         self.batches += 1
-        fut.add_done_callback(lambda f, c=batch.counts: self._on_ack(f, c))
+        fut.add_done_callback(lambda f, b=batch: self._on_ack(f, b))
 
-    def _on_ack(self, fut: asyncio.Future[Any], counts: list[list[Any]]) -> None:
+    def _on_ack(self, fut: asyncio.Future[Any], batch: _Open) -> None:
         if fut.cancelled():
             self._error = self._error or asyncio.CancelledError("produce cancelled")
         elif fut.exception() is not None:
             self._error = self._error or fut.exception()
         else:
             ack = self._acks.ack
-            for txn, n in counts:
+            for txn, n in batch.counts:
                 ack(txn, n)
+            for op, n in batch.ops.items():
+                metrics.CAPTURE_EVENTS_PUBLISHED.labels(table=batch.table, op=op).inc(n)
         if self._error is not None or self._acks.inflight <= self._low_water:
             self._room.set()
 

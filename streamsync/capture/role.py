@@ -44,6 +44,8 @@ from streamsync.capture.replication import (
 from streamsync.errors import CaptureError, DecodeError
 from streamsync.events import format_lsn
 from streamsync.kafka.producer import create_producer
+from streamsync.ops import metrics
+from streamsync.ops.health import HEALTH
 from streamsync.settings import Settings
 
 __all__ = ["Capture", "CaptureStats"]
@@ -126,7 +128,13 @@ class Capture:
             SlotInUseError: another capture streams from the slot (fails fast, not retried).
             CaptureError: replication problems; PublishError: Kafka did not acknowledge.
         """
-        await self._source.start()
+        HEALTH.require("replication_connected")
+        try:
+            await self._source.start()
+        except CaptureError as exc:
+            HEALTH.fail("replication_connected", exc.code)
+            raise
+        HEALTH.ok("replication_connected")
         producer = self._producer or create_producer(self._settings.kafka)
         try:
             await producer.start()
@@ -149,6 +157,8 @@ class Capture:
                 raise group.exceptions[0] from None
         finally:
             self._done.set()
+            HEALTH.fail("replication_connected", "stopped")
+            HEALTH.forget_beat("capture.read")
             with contextlib.suppress(Exception):
                 await producer.stop()
             await self._source.close()
@@ -175,6 +185,8 @@ class Capture:
         txn: Txn | None = None
         while not self._stop.is_set():
             publisher.check()
+            HEALTH.beat("capture.read", max_age_s=max(30.0, 3 * interval))
+            metrics.CAPTURE_INFLIGHT_EVENTS.set(acks.inflight)
             payloads = await source.read_batch(_READ_BATCH, interval)
             if not payloads:
                 if txn is None and not self._replay:
@@ -215,6 +227,8 @@ class Capture:
                         stats.events += 1
                         stats.tables[event.table] = stats.tables.get(event.table, 0) + 1
                 elif asm.truncates != stats.truncates:
+                    for table in asm.truncated_tables[-(asm.truncates - stats.truncates) :]:
+                        metrics.CAPTURE_TRUNCATES.labels(table=table).inc()
                     stats.truncates = asm.truncates
                     log.warning(
                         "truncate captured; not propagated as deletes",
@@ -238,6 +252,7 @@ class Capture:
             self._source.send_feedback(safe)
             self._last_feedback = safe
             self.stats.flushed_lsn = safe
+            metrics.CAPTURE_FLUSHED_LSN.set(safe)
 
     async def _wait_done(self, wait_s: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -261,13 +276,15 @@ class Capture:
                         conn = await asyncpg.connect(pg.dsn, timeout=10)
                     await emit_heartbeat(conn, pg.slot)
                     self.stats.heartbeats += 1
+                    metrics.CAPTURE_HEARTBEATS.inc()
                     lag = await conn.fetchval(
                         "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
                         " FROM pg_replication_slots WHERE slot_name = $1",
                         pg.slot,
                     )
                     self.stats.slot_lag_bytes = None if lag is None else int(lag)
-                    _set_lag_metric(pg.slot, self.stats.slot_lag_bytes)
+                    if lag is not None:
+                        metrics.CAPTURE_SLOT_LAG.set(int(lag))
                 except (OSError, asyncpg.PostgresError) as exc:
                     log.warning("heartbeat failed", extra={"error": type(exc).__name__})
                     if conn is not None:
@@ -290,14 +307,3 @@ class Capture:
             )
         finally:
             await conn.close()
-
-
-def _set_lag_metric(slot: str, lag: int | None) -> None:
-    """Capture metrics live in streamsync.ops.metrics (owned by ops); set them if present."""
-    try:
-        from streamsync.ops import metrics
-    except ImportError:
-        return
-    setter = getattr(metrics, "set_capture_slot_lag", None)
-    if setter is not None and lag is not None:
-        setter(slot, lag)

@@ -40,6 +40,7 @@ class CaptureEnv:
             "STREAMSYNC_POSTGRES__PUBLICATION": s.postgres.publication,
             "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
             "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "STREAMSYNC_OPS__PORT": "0",
             "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
             "STREAMSYNC_KAFKA__PARTITIONS": str(s.kafka.partitions),
             "STREAMSYNC_CAPTURE__HEARTBEAT_INTERVAL_S": str(s.capture.heartbeat_interval_s),

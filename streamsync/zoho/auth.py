@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from streamsync.errors import CrmAuthError, CrmRateLimited
-from streamsync.zoho.transport import CrmRequest, CrmResponse
+from streamsync.zoho.models import CrmRequest, CrmResponse
 
 __all__ = [
     "REFRESH_LIMIT",

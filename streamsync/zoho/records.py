@@ -29,12 +29,14 @@ import math
 import re
 from collections.abc import Collection, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streamsync.errors import MappingError
-from streamsync.settings import TableSettings
+
+if TYPE_CHECKING:  # settings pulls in pydantic-settings (and asyncio): keep this module pure
+    from streamsync.settings import TableSettings
 
 __all__ = [
     "bulk_formats",

@@ -22,7 +22,7 @@ from streamsync.errors import (
     crm_error_for_code,
     is_retryable_crm_code,
 )
-from streamsync.zoho.transport import CrmRequest, CrmResponse
+from streamsync.zoho.models import CrmRequest, CrmResponse
 
 __all__ = [
     "MAX_RECORDS_PER_CALL",

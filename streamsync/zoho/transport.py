@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json as _json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 import aiohttp
-import orjson
 
 from streamsync.errors import CrmUnavailable
+from streamsync.zoho.models import CrmRequest, CrmResponse, dumps, json_response
 
 __all__ = [
     "AiohttpTransport",
@@ -28,65 +24,9 @@ __all__ = [
     "CrmTransport",
     "MockTransport",
     "dumps",
+    "json_response",
     "map_http_errors",
 ]
-
-Base = Literal["api", "upload", "accounts", "absolute"]
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        # Exact: the decimal's own digits go on the wire, never through a float.
-        return orjson.Fragment(format(value, "f"))
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def dumps(value: Any) -> bytes:
-    """JSON bytes; ``Decimal`` values are written exactly as JSON numbers."""
-    return orjson.dumps(value, default=_default)
-
-
-@dataclass(frozen=True, slots=True)
-class CrmRequest:
-    """One HTTP call. ``url`` is a path relative to ``base`` unless ``base == "absolute"``."""
-
-    method: str
-    url: str
-    base: Base = "api"
-    params: Mapping[str, str] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    json: Any = None
-    form: Mapping[str, str] | None = None
-    file: Path | None = None  # multipart field "file"
-    download_to: Path | None = None  # stream the body into this file instead of memory
-    auth: bool = True
-    api: str = "other"  # a name for logs and stats: "upsert", "token", "bulk.create", ...
-
-    def body_bytes(self) -> bytes | None:
-        return None if self.json is None else dumps(self.json)
-
-
-@dataclass(frozen=True, slots=True)
-class CrmResponse:
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def json(self) -> Any:
-        """The parsed body, or None when it is empty or not JSON."""
-        if not self.body:
-            return None
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-
-    def header(self, name: str) -> str | None:
-        lname = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == lname:
-                return value
-        return None
 
 
 class CrmTransport(Protocol):
@@ -203,8 +143,3 @@ class MockTransport:
 
     async def close(self) -> None:
         return None
-
-
-def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> CrmResponse:
-    """A CrmResponse with a JSON body (for MockTransport handlers)."""
-    return CrmResponse(status, dict(headers or {}), _json.dumps(body).encode())

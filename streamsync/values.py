@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ARRAY_ELEMENT", "canonical", "converter", "parse_array"]
+__all__ = ["ARRAY_ELEMENT", "canonical", "converter", "identity", "parse_array"]
 
 # Scalar type OIDs (pg_type.h).
 BOOL, BYTEA, INT8, INT2, INT4, TEXT, OID = 16, 17, 20, 21, 23, 25, 26
@@ -129,19 +129,22 @@ def canonical(type_oid: int, text: str | None) -> Any:
     return text  # numeric, text, varchar, uuid, bytea ('\x…'), time, interval, enums, ...
 
 
-def _identity(text: str) -> str:
+def identity(text: str) -> str:
     return text
 
 
 def converter(type_oid: int) -> Callable[[str], Any]:
-    """The text → canonical function for one type (NULLs are handled by the caller)."""
+    """The text → canonical function for one type (NULLs are handled by the caller).
+
+    Types whose canonical form is their text get ``identity`` (callers may skip the call).
+    """
     conv = _SCALAR.get(type_oid)
     if conv is not None:
         return conv
     element = ARRAY_ELEMENT.get(type_oid)
     if element is not None:
         return lambda text: _map_items(element, parse_array(text))
-    return _identity
+    return identity
 
 
 def _map_items(element: int, items: list[Any]) -> list[Any]:

@@ -37,7 +37,7 @@ from streamsync.capture.pgoutput import (
 )
 from streamsync.errors import CaptureError, DecodeError
 from streamsync.events import ChangeEvent, Position
-from streamsync.values import converter
+from streamsync.values import converter, identity
 
 __all__ = ["Assembler", "TableShape"]
 
@@ -48,15 +48,16 @@ class TableShape:
 
     source: str
     names: tuple[str, ...]
-    converters: tuple[Callable[[str], Any], ...]
+    converters: tuple[Callable[[str], Any] | None, ...]  # None: the text is the value
     key_index: tuple[int, ...]
 
     @classmethod
     def of(cls, rel: Relation) -> TableShape:
+        convs = (converter(c.type_oid) for c in rel.columns)
         return cls(
             source=rel.source,
             names=tuple(c.name for c in rel.columns),
-            converters=tuple(converter(c.type_oid) for c in rel.columns),
+            converters=tuple(None if conv is identity else conv for conv in convs),
             key_index=tuple(i for i, c in enumerate(rel.columns) if c.is_key),
         )
 
@@ -68,13 +69,13 @@ class TableShape:
             raise DecodeError(
                 f"{self.source}: tuple has {len(values)} columns, relation has {len(self.names)}"
             )
-        for name, conv, value in zip(self.names, self.converters, values, strict=True):
-            if value is None:
+        for name, conv, value in zip(self.names, self.converters, values):  # noqa: B905
+            if type(value) is str:
+                after[name] = value if conv is None else conv(value)
+            elif value is None:
                 after[name] = None
             elif value is UNCHANGED_TOAST:
                 unchanged.append(name)
-            elif isinstance(value, str):
-                after[name] = conv(value)
             else:  # binary format is never requested; keep it visible rather than lose it
                 after[name] = "\\x" + bytes(value).hex()  # type: ignore[arg-type]
         return after, unchanged
@@ -85,7 +86,11 @@ class TableShape:
             value = values[i]
             if value is UNCHANGED_TOAST:
                 raise DecodeError(f"{self.source}: key column {self.names[i]} was not sent")
-            out.append(None if value is None else self.converters[i](value))  # type: ignore[arg-type]
+            conv = self.converters[i]
+            if value is None or conv is None:
+                out.append(value)
+            else:
+                out.append(conv(value))  # type: ignore[arg-type]
         return out
 
 

@@ -1,8 +1,9 @@
 """Change events → Kafka (shell): batches per partition, ack futures into the AckTracker.
 
 Events are appended to one aiokafka ``BatchBuilder`` per topic-partition (partition chosen by
-aiokafka's own ``DefaultPartitioner`` on the key bytes — murmur2, as the Java client and every
-other streamsync producer, so all versions of a key share a partition). ``flush()`` hands the
+Kafka's default murmur2 on the key bytes, exactly as aiokafka's ``DefaultPartitioner`` and the
+Java client do — kafka/partition.py — so all versions of a key share a partition whichever
+streamsync producer wrote them). ``flush()`` hands the
 open batches to the producer with ``send_batch``: awaiting it waits while the partition still
 has a batch queued (backpressure); the returned future resolves on the broker's ack (acks=all,
 idempotent producer), and its callback acks, per transaction, the events the batch carried.
@@ -23,17 +24,15 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from streamsync.capture.acks import AckTracker, Txn
 from streamsync.errors import PublishError
 from streamsync.events import ChangeEvent, encode_change, encode_key
+from streamsync.kafka.partition import murmur2
 from streamsync.kafka.topics import change_topic
 from streamsync.ops import metrics
 
 __all__ = ["Publisher"]
-
-_partition = DefaultPartitioner()
 
 
 class _Open:
@@ -112,7 +111,7 @@ class Publisher:
         topic, partitions = target
         key = encode_key(event.key)
         value = encode_change(event)
-        partition = _partition(key, partitions, partitions)
+        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:

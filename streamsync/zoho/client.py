@@ -141,7 +141,7 @@ class ZohoClient:
                     raise
                 error = exc
             else:
-                self.credits.observe_remaining(resp.header("X-API-CREDITS-REMAINING"))
+                remaining = resp.header("X-API-CREDITS-REMAINING")
                 if is_invalid_token(resp) and not refreshed:
                     refreshed = True
                     log.info("zoho %s: INVALID_TOKEN, refreshing once", request.api)
@@ -150,10 +150,12 @@ class ZohoClient:
                 found = rq.error_for(resp, request.api)
                 if found is None:
                     self.credits.charge(credits)
+                    self.credits.observe_remaining(remaining)  # Zoho's count wins
                     return resp
                 if not found.retryable:
                     if resp.status < 500 and resp.status != 401:
                         self.credits.charge(call_cost())
+                    self.credits.observe_remaining(remaining)
                     raise found
                 error = found
             if attempt >= self.settings.max_retries:

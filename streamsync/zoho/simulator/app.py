@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SIM_STATE: web.AppKey[SimState] = web.AppKey("sim_state", SimState)
 _TASKS = web.AppKey[set[asyncio.Task[None]]]("sim_tasks")
+_HEAVY = web.RequestKey("sim_heavy_write", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -62,6 +63,8 @@ def _write_cost(n: int) -> int:
 # ------------------------------------------------------------------------ middleware ----
 @web.middleware
 async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Concurrency limit, seeded faults and latency. Latency is spent after the handler ran
+    (server time), while the call still counts as in flight."""
     path = request.path
     if not path.startswith("/crm/") and not path.startswith("/oauth/"):
         return await handler(request)
@@ -71,40 +74,43 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     state.in_flight += 1
     state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
-        delay = cfg.latency_ms + (
-            rng.random() * cfg.latency_jitter_ms if cfg.latency_jitter_ms else 0
-        )
+        delay = cfg.latency_ms
+        if cfg.latency_jitter_ms:
+            delay += rng.random() * cfg.latency_jitter_ms
         if cfg.rate_slow and rng.random() < cfg.rate_slow:
             delay += cfg.slow_ms
             state.faults["slow"] += 1
+        response: web.StreamResponse
+        if path.startswith("/crm/") and state.in_flight > cfg.concurrency:
+            state.faults["concurrency_429"] += 1
+            response = _too_many("concurrency limit of the user for the app is exceeded")
+        elif path.startswith("/crm/") and cfg.rate_429 and rng.random() < cfg.rate_429:
+            state.faults["429"] += 1
+            response = _too_many(
+                "Number of API requests for the 24 hour period is exceeded or "
+                "the concurrency limit of the user for the app is exceeded"
+            )
+        elif path.startswith("/crm/") and cfg.rate_500 and rng.random() < cfg.rate_500:
+            state.faults["500"] += 1
+            response = _error(500, "INTERNAL_ERROR", "Internal Server Error")
+        elif path.startswith("/crm/") and cfg.rate_drop and rng.random() < cfg.rate_drop:
+            state.faults["drop"] += 1
+            if cfg.drop_after_processing:
+                await handler(request)
+            if delay > 0:
+                await asyncio.sleep(delay / 1000)
+            return _drop(request)
+        else:
+            response = await handler(request)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
-        if path.startswith("/crm/"):
-            if state.in_flight > cfg.concurrency:
-                state.faults["concurrency_429"] += 1
-                return _too_many("concurrency limit of the user for the app is exceeded")
-            if cfg.rate_429 and rng.random() < cfg.rate_429:
-                state.faults["429"] += 1
-                return _too_many(
-                    "Number of API requests for the 24 hour period is exceeded or "
-                    "the concurrency limit of the user for the app is exceeded"
-                )
-            if cfg.rate_500 and rng.random() < cfg.rate_500:
-                state.faults["500"] += 1
-                return _error(500, "INTERNAL_ERROR", "Internal Server Error")
-            if cfg.rate_drop and rng.random() < cfg.rate_drop:
-                state.faults["drop"] += 1
-                if cfg.drop_after_processing:
-                    await handler(request)
-                return _drop(request)
-        response = await handler(request)
-        if path.startswith("/crm/"):
-            used = state.credits_used()
-            if used * 2 >= cfg.daily_credit_budget:
-                response.headers["X-API-CREDITS-REMAINING"] = str(state.credits_remaining())
+        if path.startswith("/crm/") and state.credits_used() * 2 >= cfg.daily_credit_budget:
+            response.headers["X-API-CREDITS-REMAINING"] = str(state.credits_remaining())
         return response
     finally:
         state.in_flight -= 1
+        if request.get(_HEAVY):
+            state.heavy_in_flight -= 1
 
 
 def _drop(request: web.Request) -> web.Response:
@@ -377,6 +383,18 @@ async def _write(request: web.Request, op: str) -> web.Response:
         return _error(
             400, "LIMIT_EXCEEDED", "the number of records exceeds the limit of 100", {"limit": 100}
         )
+    dcf = body.get("duplicate_check_fields") if op == "upsert" else None
+    if dcf is not None:
+        mod = state.config.modules[module]
+        allowed = set(state._dup_fields(mod))
+        bad_fields = [f for f in dcf if f not in allowed]
+        if bad_fields:
+            return _error(
+                400,
+                "INVALID_DATA",
+                "invalid data",
+                {"api_name": "duplicate_check_fields", "supported_values": sorted(allowed)},
+            )
     heavy = len(data) > 10
     if heavy and state.heavy_in_flight >= state.config.sub_concurrency:
         state.faults["sub_concurrency_429"] += 1
@@ -384,39 +402,24 @@ async def _write(request: web.Request, op: str) -> web.Response:
     if not state.charge(_write_cost(len(data))):
         state.faults["credits_429"] += 1
         return _too_many("Number of API requests for the 24 hour period is exceeded")
-    if heavy:
+    if heavy:  # released by the middleware once the answer (and its latency) is out
         state.heavy_in_flight += 1
-    try:
-        dcf = body.get("duplicate_check_fields") if op == "upsert" else None
-        if dcf is not None:
-            mod = state.config.modules[module]
-            allowed = set(state._dup_fields(mod))
-            bad_fields = [f for f in dcf if f not in allowed]
-            if bad_fields:
-                return _error(
-                    400,
-                    "INVALID_DATA",
-                    "invalid data",
-                    {"api_name": "duplicate_check_fields", "supported_values": sorted(allowed)},
-                )
-        items = []
-        for i, rec in enumerate(data):
-            if not isinstance(rec, dict):
-                items.append(
-                    {
-                        "code": "INVALID_DATA",
-                        "details": {"json_path": f"$.data[{i}]"},
-                        "message": "invalid data",
-                        "status": "error",
-                    }
-                )
-                continue
-            if op == "update" and request.match_info.get("id"):
-                rec = {**rec, "id": request.match_info["id"]}
-            items.append(_record_item(state.write(module, rec, op, i, dcf), op))
-    finally:
-        if heavy:
-            state.heavy_in_flight -= 1
+        request[_HEAVY] = True
+    items = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            items.append(
+                {
+                    "code": "INVALID_DATA",
+                    "details": {"json_path": f"$.data[{i}]"},
+                    "message": "invalid data",
+                    "status": "error",
+                }
+            )
+            continue
+        if op == "update" and request.match_info.get("id"):
+            rec = {**rec, "id": request.match_info["id"]}
+        items.append(_record_item(state.write(module, rec, op, i, dcf), op))
     ok = [it for it in items if it["status"] == "success"]
     if len(ok) == len(items):
         status = 201 if op == "insert" else 200

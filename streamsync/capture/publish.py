@@ -2,7 +2,7 @@
 
 Events are appended to one aiokafka ``BatchBuilder`` per topic-partition (partition chosen by
 Kafka's default murmur2 on the key bytes, exactly as aiokafka's ``DefaultPartitioner`` and the
-Java client do — kafka/partition.py — so all versions of a key share a partition whichever
+Java client do — capture/partition.py — so all versions of a key share a partition whichever
 streamsync producer wrote them). ``flush()`` hands the
 open batches to the producer with ``send_batch``: awaiting it waits while the partition still
 has a batch queued (backpressure); the returned future resolves on the broker's ack (acks=all,
@@ -26,9 +26,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from streamsync.capture.acks import AckTracker, Txn
+from streamsync.capture.partition import murmur2
 from streamsync.errors import PublishError
 from streamsync.events import ChangeEvent, encode_change, encode_key
-from streamsync.kafka.partition import murmur2
 from streamsync.kafka.topics import change_topic
 from streamsync.ops import metrics
 

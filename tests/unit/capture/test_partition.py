@@ -7,8 +7,8 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
+from streamsync.capture.partition import murmur2, partition_for
 from streamsync.events import encode_key
-from streamsync.kafka.partition import murmur2, partition_for
 
 
 def test_murmur2_matches_aiokafka_on_random_keys() -> None:

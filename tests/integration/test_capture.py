@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import asyncpg
 import pytest
@@ -11,6 +12,7 @@ from streamsync.capture import Capture, setup
 from streamsync.capture.replication import slot_lag_bytes
 from streamsync.errors import SlotInUseError
 from streamsync.events import encode_key
+from streamsync.kafka.admin import end_offsets
 from tests.helpers import wait_for
 from tests.integration.capture_support import CaptureEnv, capture_env, read_topic
 
@@ -218,4 +220,28 @@ async def test_setup_is_idempotent(pg_dsn: str, kafka_bootstrap: str, unique_nam
         again = await setup(env.settings)
         assert again.slot_created is False
         assert again.topics_created == []
-        assert env.topic in again.topics
+        prefix = env.settings.kafka.topic_prefix
+        assert again.topics == [env.topic, f"{prefix}.control", f"{prefix}.dlq"]
+        offsets = await end_offsets(env.settings.kafka, again.topics)
+        per_topic = Counter(tp.topic for tp in offsets)
+        assert per_topic == {t: env.settings.kafka.partitions for t in again.topics}
+        assert all(v == 0 for v in offsets.values())
+
+
+async def test_truncate_is_counted_never_a_mass_delete(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str
+) -> None:
+    ddl = "CREATE TABLE {table} (id int PRIMARY KEY)"
+    async with capture_env(unique_name, pg_dsn, kafka_bootstrap, ddl) as env:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(f"INSERT INTO {env.table} SELECT generate_series(1, 10)")
+            await conn.execute(f"TRUNCATE {env.table}")
+            await conn.execute(f"INSERT INTO {env.table} VALUES (11)")
+        finally:
+            await conn.close()
+        cap = await run_until_idle(env)
+        events = [e for _, e in await read_topic(kafka_bootstrap, env.topic)]
+    assert cap.stats.truncates == 1
+    assert sorted(e.key[0] for e in events) == list(range(1, 12))
+    assert {e.op for e in events} == {"c"}

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamsync.errors import MappingError
+from streamsync.errors import MappingError, PublishError
 from streamsync.events import ChangeEvent
 from streamsync.reconcile import Difference, ReconcileReport, diff_records, normalise
 from streamsync.settings import Settings, TableSettings
@@ -304,6 +304,8 @@ async def reconcile(
         ConfigError: an unknown table, or one without a single-column primary key.
         CrmError / PublishError / asyncpg errors: the CRM, Kafka or Postgres failed.
     """
+    from aiokafka.errors import KafkaError
+
     from streamsync.kafka.producer import create_producer
     from streamsync.kafka.topics import change_topic
     from streamsync.zoho.client import ZohoClient
@@ -317,7 +319,10 @@ async def reconcile(
                 run, reader = await compare_table(table, conn=conn, crm=crm)
                 if repair and not run.in_sync:
                     producer = create_producer(settings.kafka)
-                    await producer.start()
+                    try:
+                        await producer.start()
+                    except KafkaError as exc:
+                        raise PublishError(f"cannot reach Kafka: {type(exc).__name__}") from exc
                     try:
                         topic = change_topic(settings.kafka.topic_prefix, table.source)
                         await publish_repair(run, reader, conn=conn, producer=producer, topic=topic)

@@ -18,7 +18,7 @@ import typer
 
 from streamsync.cli import app
 from streamsync.cli.common import ConfigOption, settings_or_exit
-from streamsync.errors import StreamsyncError
+from streamsync.errors import CaptureError, StreamsyncError
 
 
 @app.command()
@@ -42,7 +42,12 @@ def run(
         from streamsync.sink.role import Sink
 
         if setup:
-            await provision(settings)
+            import asyncpg
+
+            try:
+                await provision(settings)
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise CaptureError(f"setup failed: {exc}", code="SETUP_FAILED") from exc
         roles: list[Role] = [Capture(settings), Sink(settings), BackfillWorker(settings)]
         await run_roles(roles, settings)
 

@@ -231,3 +231,85 @@ async def test_rows_changed_during_a_job_are_resynced(
     rows = {str(r["id"]): r["notes"] for r in await conn.fetch(f"SELECT id, notes FROM {orders}")}
     await conn.close()
     assert {k: v["Notes"] for k, v in crm.items()} == rows
+
+
+def _write_config(settings: Settings, path: Path) -> Path:
+    import json
+
+    data = settings.model_dump(mode="json")
+    zoho = {k: v for k, v in data["zoho"].items() if v is not None and not k.endswith("_file")}
+    lines = []
+    for section in ("postgres", "kafka", "backfill"):
+        lines.append(f"[{section}]")
+        for key, value in data[section].items():
+            if value is not None and not key.endswith("_file"):
+                lines.append(f"{key} = {json.dumps(value)}")
+    lines.append("[zoho]")
+    for key in zoho:
+        value = getattr(settings.zoho, key)
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, str | int | float | bool):
+            lines.append(f"{key} = {json.dumps(value)}")
+    lines += ["[ops]", "port = 0", 'log_level = "WARNING"']
+    table = settings.tables[0]
+    lines += [
+        "[[tables]]",
+        f'source = "{table.source}"',
+        f'module = "{table.module}"',
+        'external_id = { column = "id", field = "parent_id" }',
+        "[tables.fields]",
+    ]
+    for column, mapping in table.fields.items():
+        fmt = f', format = "{mapping.format}"' if mapping.format else ""
+        lines.append(f'{column} = {{ field = "{mapping.field}"{fmt} }}')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def _spawn_worker(config: Path) -> asyncio.subprocess.Process:
+    import sys
+
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamsync", "backfill-worker", "--config", str(config)
+    )
+
+
+async def test_kill_9_resumes_without_uploading_a_finished_chunk_again(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: Any, orders: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        pg_dsn, kafka_bootstrap, unique_name, crm_sim, tmp_path / "work", max_parallel_jobs=2
+    )
+    await ensure_topics(settings.kafka, project_topics(settings.kafka, settings.tables))
+    conn = await asyncpg.connect(pg_dsn)
+    await conn.execute(FILL.format(rel=orders), 20_000)
+    await conn.close()
+    crm_sim.configure(bulk_job_seconds=0.4)
+    config = _write_config(settings, tmp_path / "streamsync.toml")
+    bid = str(uuid.uuid4())
+    proc = await _spawn_worker(config)
+    try:
+        await publish_control(
+            settings, encode_control(BackfillStart(bid, f"{unique_name}.orders", 2_000))
+        )
+
+        async def chunks_done(n: int) -> bool:
+            rec = await backfill_record(settings, bid)
+            return rec is not None and rec.chunks_done >= n
+
+        await wait_for(lambda: chunks_done(3), timeout=60, message="3 chunks not done")
+        proc.kill()  # SIGKILL: no cleanup at all
+        await proc.wait()
+        before = await backfill_record(settings, bid)
+        assert before is not None and before.status == "running" and before.chunks_done < 10
+        proc = await _spawn_worker(config)
+        done = await wait_for(lambda: _status_is(settings, bid, "done"), timeout=90)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
+    assert len(crm_by_parent(crm_sim)) == 20_000
+    first_keys = [rows[0][0] for _, rows in crm_sim.state.uploads.values() if rows]
+    assert len(first_keys) == len(set(first_keys)), "a chunk was uploaded twice"
+    assert done.chunks_done == 10 and done.jobs == len(first_keys) == 10

@@ -34,7 +34,20 @@ __all__ = ["ZohoClient"]
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
-_DC_BY_API_DOMAIN = {api: dc for dc, (_, api) in DATA_CENTRES.items()}
+# The official SDK's upload hosts (zoho-crm-v8.md §2): CA and SA differ from content.zohoapis.*.
+_UPLOAD_HOSTS = {**UPLOAD_HOSTS, "ca": "https://upload.zohocloud.ca", "sa": "https://files.zoho.sa"}
+_API_SUFFIXES = sorted(
+    ((api.split("://", 1)[1].removeprefix("www."), dc) for dc, (_, api) in DATA_CENTRES.items()),
+    key=lambda item: -len(item[0]),
+)
+
+
+def _dc_of(api_domain: str) -> str | None:
+    host = api_domain.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    for suffix, dc in _API_SUFFIXES:
+        if host == suffix or host.endswith("." + suffix):
+            return dc
+    return None
 
 
 class ZohoClient:
@@ -97,15 +110,13 @@ class ZohoClient:
 
     @property
     def upload_base(self) -> str:
+        """Explicit ``upload_url`` wins; else the upload host of the API domain's data centre
+        (sandbox/developer hosts included); else (simulator, unknown host) the API domain."""
         if self.settings.upload_url:
             return self.settings.resolved_upload_url
         domain = self.api_domain
-        dc = _DC_BY_API_DOMAIN.get(domain)
-        if dc is not None and not self.settings.api_domain:
-            return UPLOAD_HOSTS[dc]
-        if self.settings.dc is None or self.settings.api_domain:
-            return domain
-        return self.settings.resolved_upload_url
+        dc = _dc_of(domain)
+        return _UPLOAD_HOSTS[dc] if dc is not None else domain
 
     def _resolve(self, request: CrmRequest) -> CrmRequest:
         if request.base == "absolute":

@@ -157,19 +157,26 @@ async def test_never_more_than_10_refreshes_per_10_minutes() -> None:
 
 
 def test_follows_api_domain_and_maps_upload_host() -> None:
-    client = ZohoClient(ZohoSettings(dc="us"), transport=MockTransport(lambda r: CrmResponse(500)))
     from streamsync.zoho.auth import Token
 
-    client.tokens._token = Token("t", 2e9, "https://www.zohoapis.com.au")
-    assert client.api_domain == "https://www.zohoapis.com.au"
-    assert client.upload_base == "https://content.zohoapis.com.au"
-    explicit = ZohoClient(
-        ZohoSettings(dc="us", api_domain="http://127.0.0.1:1", upload_url="http://127.0.0.1:2"),
-        transport=MockTransport(lambda r: CrmResponse(500)),
+    def client(**kw: Any) -> ZohoClient:
+        return ZohoClient(ZohoSettings(**kw), transport=MockTransport(lambda r: CrmResponse(500)))
+
+    c = client(dc="us")
+    assert c.upload_base == "https://content.zohoapis.com"
+    c.tokens._token = Token("t", 2e9, "https://www.zohoapis.com.au")
+    assert c.api_domain == "https://www.zohoapis.com.au"
+    assert c.upload_base == "https://content.zohoapis.com.au"
+    assert client(dc="ca").upload_base == "https://upload.zohocloud.ca"
+    assert client(dc="sa").upload_base == "https://files.zoho.sa"
+    assert client(api_domain="https://sandbox.zohoapis.eu").upload_base == (
+        "https://content.zohoapis.eu"
     )
+    explicit = client(dc="us", api_domain="http://127.0.0.1:1", upload_url="http://127.0.0.1:2")
     explicit.tokens._token = Token("t", 2e9, "https://www.zohoapis.eu")
     assert explicit.api_domain == "http://127.0.0.1:1"
     assert explicit.upload_base == "http://127.0.0.1:2"
+    assert client(api_domain="http://127.0.0.1:9").upload_base == "http://127.0.0.1:9"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from streamsync.errors import CrmAuthError, CrmRateLimited
+from streamsync.errors import CrmAuthError, CrmRateLimited, CrmUnavailable
 from streamsync.zoho.models import CrmRequest, CrmResponse
 
 __all__ = [
@@ -68,6 +68,10 @@ def build_refresh_request(
 
 
 def parse_token_response(resp: CrmResponse, now: float) -> Token:
+    if resp.status >= 500:
+        raise CrmUnavailable(
+            f"token endpoint answered HTTP {resp.status}", code="TOKEN_ENDPOINT_UNAVAILABLE"
+        )
     body = resp.json()
     if not isinstance(body, dict):
         raise CrmAuthError(

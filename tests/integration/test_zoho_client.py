@@ -225,3 +225,16 @@ async def test_sim_over_http_endpoints(crm_sim: CrmSim) -> None:
             assert "credits_used" in stats and "calls" in stats
         async with session.post(f"{crm_sim.url}/__sim/reset") as resp:
             assert resp.status == 200
+
+
+async def test_drop_after_processing_is_idempotent_with_upsert(crm_sim: CrmSim) -> None:
+    crm_sim.configure(rate_drop=1.0, drop_after_processing=True)
+    async with ZohoClient(crm_sim.zoho_settings(max_retries=3)) as client:
+        task = asyncio.create_task(
+            client.upsert("Orders", [{"Name": "a", "parent_id": "1"}], ["parent_id"])
+        )
+        await wait_for(lambda: crm_sim.state.faults["drop"] >= 2, timeout=10)
+        crm_sim.configure(rate_drop=0.0)
+        (out,) = await task
+    assert isinstance(out, RecordSuccess) and out.action == "update"  # the write had landed
+    assert len(crm_sim.state.records["Orders"]) == 1

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streamsync.errors import CrmAuthError, CrmRateLimited
+from streamsync.errors import CrmAuthError, CrmRateLimited, CrmUnavailable
 from streamsync.settings import ZohoSettings
 from streamsync.zoho import ZohoClient
 from streamsync.zoho.auth import RefreshLimiter, parse_token_response
@@ -215,6 +215,8 @@ def test_token_parsing_variants() -> None:
             ),
             0,
         )
+    with pytest.raises(CrmUnavailable):
+        parse_token_response(CrmResponse(502, {}, b"<html>"), 0)
     with pytest.raises(CrmAuthError) as info:
         parse_token_response(json_response(200, {"error": "invalid_code"}), 0)
     assert "invalid_code" in str(info.value)
@@ -227,3 +229,34 @@ def test_refresh_limiter_window() -> None:
     assert limiter.wait_time(5) == 5
     assert limiter.wait_time(9.5) == 0.5
     assert limiter.wait_time(10) == 0  # the first refresh left the window
+
+
+async def test_process_limits_are_shared_and_bound_sub_concurrency() -> None:
+    from streamsync.zoho.limits import ProcessLimits, process_limits
+
+    assert process_limits(5) is process_limits(5)
+    limits = ProcessLimits(concurrency=20, sub_concurrency=2)
+    active = 0
+    peak = 0
+
+    async def heavy() -> None:
+        nonlocal active, peak
+        async with limits.slot(records=50):
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            active -= 1
+
+    await asyncio.gather(*(heavy() for _ in range(10)))
+    assert peak == 2
+    light_peak = 0
+
+    async def light() -> None:
+        nonlocal light_peak
+        async with limits.slot(records=10):
+            light_peak = max(light_peak, limits.in_flight)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(light() for _ in range(10)))
+    assert light_peak == 10  # writes of 10 records or fewer skip the sub-concurrency limit

@@ -229,7 +229,8 @@ async def test_sim_over_http_endpoints(crm_sim: CrmSim) -> None:
 
 async def test_drop_after_processing_is_idempotent_with_upsert(crm_sim: CrmSim) -> None:
     crm_sim.configure(rate_drop=1.0, drop_after_processing=True)
-    async with ZohoClient(crm_sim.zoho_settings(max_retries=3)) as client:
+    # 40 retries with backoff up to 0.2 s: seconds of room before the client would give up.
+    async with ZohoClient(crm_sim.zoho_settings(max_retries=40)) as client:
         task = asyncio.create_task(
             client.upsert("Orders", [{"Name": "a", "parent_id": "1"}], ["parent_id"])
         )

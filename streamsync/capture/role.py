@@ -182,12 +182,13 @@ class Capture:
         asm = self._assembler
         stats = self.stats
         interval = self._settings.capture.status_interval_s
+        wait_s = min(interval, 0.2)  # how soon an idle reader notices stop()
         txn: Txn | None = None
         while not self._stop.is_set():
             publisher.check()
             HEALTH.beat("capture.read", max_age_s=max(30.0, 3 * interval))
             metrics.CAPTURE_INFLIGHT_EVENTS.set(acks.inflight)
-            payloads = await source.read_batch(_READ_BATCH, interval)
+            payloads = await source.read_batch(_READ_BATCH, wait_s)
             if not payloads:
                 if txn is None and not self._replay:
                     acks.idle(source.wal_end)

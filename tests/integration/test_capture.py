@@ -245,3 +245,35 @@ async def test_truncate_is_counted_never_a_mass_delete(
     assert cap.stats.truncates == 1
     assert sorted(e.key[0] for e in events) == list(range(1, 12))
     assert {e.op for e in events} == {"c"}
+
+
+async def test_stop_waits_for_acks_and_flushes_the_slot(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str
+) -> None:
+    ddl = "CREATE TABLE {table} (id int PRIMARY KEY)"
+    # periodic status updates and heartbeats far away: only stop() can flush the slot
+    async with capture_env(
+        unique_name, pg_dsn, kafka_bootstrap, ddl, status_interval_s=60, heartbeat_interval_s=3600
+    ) as env:
+        cap = Capture(env.settings)
+        task = asyncio.create_task(cap.run())
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await wait_for(lambda: cap.stats.heartbeats >= 1, timeout=30)
+            await conn.execute(f"INSERT INTO {env.table} SELECT generate_series(1, 500)")
+            await wait_for(lambda: cap.stats.events >= 500, timeout=30)
+            cap.stop()
+            cap.stop()  # idempotent
+            await asyncio.wait_for(task, timeout=30)
+            flushed = await conn.fetchval(
+                "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots"
+                " WHERE slot_name = $1",
+                env.name,
+            )
+        finally:
+            await conn.close()
+        events = await read_topic(kafka_bootstrap, env.topic)
+    assert len(events) == 500
+    assert cap.acks.inflight == 0
+    commit_lsn = max(e.pos.lsn for _, e in events)
+    assert flushed > commit_lsn  # the commit's end: past every event of the transaction

@@ -136,6 +136,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not header.startswith("Zoho-oauthtoken ") or not _state(request).token_valid(
         token, time.time()
     ):
+        _state(request).faults["invalid_token"] += 1
         return _error(401, "INVALID_TOKEN", "invalid oauth token")
     return await handler(request)
 

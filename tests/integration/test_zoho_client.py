@@ -240,3 +240,20 @@ async def test_drop_after_processing_is_idempotent_with_upsert(crm_sim: CrmSim) 
         (out,) = await task
     assert isinstance(out, RecordSuccess) and out.action == "update"  # the write had landed
     assert len(crm_sim.state.records["Orders"]) == 1
+
+
+async def test_timeouts_are_retried_then_raised(crm_sim: CrmSim) -> None:
+    from streamsync.errors import CrmUnavailable
+
+    settings = crm_sim.zoho_settings(request_timeout_s=0.2, max_retries=1)
+    async with ZohoClient(settings) as client:
+        await client.tokens.get()  # the token endpoint would be slow too: fetch it first
+        crm_sim.configure(rate_slow=1.0, slow_ms=1000)
+        with pytest.raises(CrmUnavailable) as info:
+            await client.upsert("Orders", [{"Name": "a", "parent_id": "1"}], ["parent_id"])
+        assert info.value.code == "REQUEST_TIMEOUT"
+        assert info.value.retryable
+        crm_sim.configure(rate_slow=0.0)
+        (out,) = await client.upsert("Orders", [{"Name": "a", "parent_id": "1"}], ["parent_id"])
+    assert isinstance(out, RecordSuccess)
+    assert len(crm_sim.state.records["Orders"]) == 1  # the timed-out writes landed: upsert

@@ -171,8 +171,8 @@ async def test_token_expiry_mid_run_refreshes_once(crm_sim: CrmSim) -> None:
         assert crm_sim.state.faults["invalid_token"] >= 1
 
 
-@pytest.mark.crm_sim(token_ttl_s=0.5)
 async def test_short_lived_tokens_are_refreshed_ahead(crm_sim: CrmSim) -> None:
+    crm_sim.configure(token_ttl_s=0.5)
     async with ZohoClient(crm_sim.zoho_settings()) as client:
         await client.upsert("Orders", [{"Name": "a", "parent_id": "1"}])
         first = client.tokens.token

@@ -92,7 +92,11 @@ def plan_batch(entries: Iterable[Entry], known: Mapping[str, Known], on_delete: 
         elif on_delete == "ignore":
             plan.skipped.append((entry, "ignored"))
         elif on_delete == "delete":
-            if state is not None and state.zoho_id:
+            if entry.event.source == "resync":
+                # A resync delete follows a Bulk Write job that may have re-created the record
+                # under a new id after the sink deleted it: look it up by the external id.
+                plan.searches.append(entry)
+            elif state is not None and state.zoho_id:
                 plan.deletes.append((entry, state.zoho_id))
             elif state is not None and state.status == "deleted":
                 plan.skipped.append((entry, "stale"))  # already gone from Zoho

@@ -125,3 +125,18 @@ def test_split_even() -> None:
     parts = split_even(entries, 100)
     assert [len(p) for p in parts] == [67, 67, 67]
     assert split_even([], 100) == []
+
+
+def test_resync_delete_always_searches_by_external_id() -> None:
+    """A Bulk Write job may re-create a record the sink already deleted (new Zoho id): the
+    backfill's resync delete must look the key up, not trust the record map."""
+    import dataclasses
+
+    resync_delete = dataclasses.replace(ev(4, 10, "d"), source="resync")
+    known = {"[4]": Known(None, Position(4), "deleted")}
+    plan = plan_batch(_entries(resync_delete), known, "delete")
+    assert [e.key for e in plan.searches] == [[4]]
+    assert plan.skipped == []
+    stream_delete = ev(4, 10, "d")
+    plan = plan_batch(_entries(stream_delete), known, "delete")
+    assert [why for _, why in plan.skipped] == ["stale"]

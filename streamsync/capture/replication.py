@@ -236,9 +236,14 @@ class PgReplicationSource:
 class ReplaySource:
     """Recorded pgoutput payloads through the ReplicationSource interface (tests, bench)."""
 
-    def __init__(self, payloads: Iterable[bytes], wal_end: int = 0) -> None:
+    def __init__(
+        self, payloads: Iterable[bytes], wal_end: int = 0, *, chunk: int = 0, pause_s: float = 0
+    ) -> None:
+        """``chunk`` caps messages per read (0: no cap); ``pause_s`` is awaited before each."""
         self._it = iter(payloads)
         self._wal_end = wal_end
+        self._chunk = chunk
+        self._pause_s = pause_s
         self.flushed: list[int] = []
         self.exhausted = False
 
@@ -250,14 +255,15 @@ class ReplaySource:
         return None
 
     async def read_batch(self, max_messages: int, wait_s: float) -> list[bytes]:
+        await asyncio.sleep(self._pause_s)
+        limit = min(max_messages, self._chunk) if self._chunk else max_messages
         out: list[bytes] = []
         for payload in self._it:
             out.append(payload)
-            if len(out) >= max_messages:
+            if len(out) >= limit:
                 break
         if not out:
             self.exhausted = True
-            await asyncio.sleep(0)
         return out
 
     def send_feedback(self, flush_lsn: int) -> None:

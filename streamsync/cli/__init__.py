@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "streamsync.cli.backfill",
     "streamsync.cli.crm",
     "streamsync.cli.ops",
+    "streamsync.cli.demo",
 )
 
 

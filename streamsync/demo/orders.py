@@ -88,7 +88,9 @@ async def create_orders_table(
                 )
                 batch = []
         if batch:
-            await conn.copy_records_to_table(name, schema_name=schema, records=batch, columns=_COLUMNS)
+            await conn.copy_records_to_table(
+                name, schema_name=schema, records=batch, columns=_COLUMNS
+            )
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 import asyncpg
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from tests.helpers import wait_for
 from tests.integration.capture_support import capture_env, read_topic

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from streamsync.capture.acks import AckTracker
+from streamsync.capture.acks import AckTracker, Txn
 from streamsync.errors import InvariantError
 
 
@@ -83,7 +83,7 @@ def test_random_ack_orders_never_pass_an_unacked_event() -> None:
     rng = random.Random(7)
     for _ in range(200):
         t = AckTracker()
-        pending: list[tuple[int, object]] = []  # (end_lsn, txn) per event
+        pending: list[tuple[int, Txn]] = []  # (end_lsn, txn) per event
         txns = []
         for i in range(rng.randint(1, 8)):
             txn = t.begin(i * 100)
@@ -95,7 +95,7 @@ def test_random_ack_orders_never_pass_an_unacked_event() -> None:
         rng.shuffle(pending)
         acked: set[int] = set()
         for idx, (_end, txn) in enumerate(pending):
-            t.ack(txn)  # type: ignore[arg-type]
+            t.ack(txn)
             acked.add(idx)
             safe = t.safe_lsn
             for j, (end, _) in enumerate(pending):

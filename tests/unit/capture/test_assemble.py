@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import orjson
 import pytest
 
 from streamsync.capture.assemble import Assembler
@@ -18,7 +21,12 @@ from streamsync.capture.pgoutput import (
 )
 from streamsync.errors import CaptureError, DecodeError
 from streamsync.events import ChangeEvent
-from tests.unit.capture.test_pgoutput import session
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "pgoutput_session.jsonl"
+
+
+def session() -> list[bytes]:
+    return [bytes.fromhex(orjson.loads(line)["hex"]) for line in DATA.read_text().splitlines()]
 
 
 def run(asm: Assembler) -> list[ChangeEvent]:

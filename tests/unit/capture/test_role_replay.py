@@ -130,7 +130,7 @@ async def test_flush_never_passes_an_unacked_event() -> None:
         payloads, bounds = synthetic_stream(rng, txns=60)
         producer = ShuffledProducer(rng)
         source = CheckingReplay(payloads, producer)
-        cap = Capture(settings, source=source, producer=producer, until_idle=True)  # type: ignore[arg-type]
+        cap = Capture(settings, source=source, producer=producer, until_idle=True)
         await asyncio.wait_for(cap.run(), timeout=30)
         assert source.violations == []
         assert len(source.flushed) > 10  # the slot moved many times mid-stream

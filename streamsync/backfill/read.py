@@ -9,6 +9,8 @@ primary-key type works. Only single-column primary keys are supported.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import zipfile
@@ -18,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from streamsync.backfill.chunks import ChunkDigest
-from streamsync.backfill.rows import Column, RowConverter
+from streamsync.backfill.rows import Column
 from streamsync.errors import ConfigError, MappingError
 from streamsync.settings import TableSettings
-from streamsync.zoho.records import csv_columns, csv_row
+from streamsync.values import converter, identity
+from streamsync.zoho.records import csv_columns, csv_values_encoder
 
 __all__ = ["ChunkFile", "TableReader", "describe_table", "session_settings"]
 
-BATCH_ROWS = 2_000
+BATCH_ROWS = 5_000
+_YIELD_ROWS = 1_000
 
 # Session settings for every backfill connection: the text forms capture relies on.
 SESSION_SETTINGS = {
@@ -87,31 +91,93 @@ def key_text(key: Any) -> str:
     return str(key)
 
 
+# Read natively: asyncpg's Python value is already the canonical value.
+_NATIVE = frozenset({"int2", "int4", "int8", "bool"})
+
+
+def _tstz_utc(text: str) -> Any:
+    """``values._timestamptz`` with the UTC session's two common shapes inlined."""
+    if len(text) == 22 and text[19:] == "+00" and text[10] == " ":
+        return text[:10] + "T" + text[11:19] + "+00:00"  # no fraction
+    if len(text) == 29 and text[26:] == "+00" and text[10] == " ":
+        return text[:10] + "T" + text[11:26] + "+00:00"  # six fraction digits
+    return _TSTZ(text)
+
+
+_TSTZ = converter(1184)
+
+
+class TextRowConverter:
+    """Records selected as ``col::text`` → canonical rows, with the converters capture uses.
+
+    Every column but ints and bools (read natively: their Python value is canonical) is read
+    in its Postgres text form, cheap to decode, and only the columns whose canonical form
+    differs from their text (floats, json, timestamps, arrays) are converted. The chunk read,
+    the resync re-read and reconcile all use this converter, so they hash identical rows.
+    """
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = list(columns)
+        self.names = [c.name for c in self.columns]
+        self._convert: list[tuple[int, Callable[[str], Any]]] = []
+        for i, c in enumerate(self.columns):
+            if c.type_name in _NATIVE:
+                continue
+            conv = _tstz_utc if c.type_oid == 1184 else converter(c.type_oid)
+            if conv is not identity:
+                self._convert.append((i, conv))
+
+    def select_list(self) -> str:
+        return ", ".join(
+            _ident(c.name) if c.type_name in _NATIVE else _ident(c.name) + "::text"
+            for c in self.columns
+        )
+
+    def values(self, record: Sequence[Any]) -> list[Any]:
+        vals = list(record)
+        for i, conv in self._convert:
+            text = vals[i]
+            if text is not None:
+                vals[i] = conv(text)
+        return vals
+
+    def __call__(self, record: Sequence[Any]) -> dict[str, Any]:
+        return dict(zip(self.names, self.values(record), strict=True))
+
+
 class TableReader:
     """SQL for one table's keyset walk; the connection is passed to each call."""
 
     def __init__(self, table: TableSettings, shape: TableShape) -> None:
         self.table = table
         self.shape = shape
-        self.convert = RowConverter(shape.columns)
+        self.convert = TextRowConverter(shape.columns)
+        self.encode_values = csv_values_encoder(
+            table, [(c.name, c.type_name) for c in shape.columns]
+        )
         rel = f"{_ident(table.schema_name)}.{_ident(table.table_name)}"
         pk = _ident(shape.pk.name)
+        # ORDER BY a bare name would pick the output column ("id"::text AS id) and sort as
+        # text: order by the table's own column.
+        order = f"{rel}.{pk}"
         typ = shape.pk.type_name
         cols = self.convert.select_list()
         self._pk_index = [c.name for c in shape.columns].index(shape.pk.name)
         self.sql_first = (
-            f"SELECT {cols} FROM {rel} WHERE {pk} <= $1::text::{typ} ORDER BY {pk} LIMIT $2"
+            f"SELECT {cols} FROM {rel} WHERE {pk} <= $1::text::{typ} ORDER BY {order} LIMIT $2"
         )
         self.sql_next = (
             f"SELECT {cols} FROM {rel} WHERE {pk} > $1::text::{typ} AND {pk} <= $2::text::{typ} "
-            f"ORDER BY {pk} LIMIT $3"
+            f"ORDER BY {order} LIMIT $3"
         )
         self.sql_keys = (
-            f"SELECT {cols} FROM {rel} WHERE {pk} = ANY($1::text[]::{typ}[]) ORDER BY {pk}"
+            f"SELECT {cols} FROM {rel} WHERE {pk} = ANY($1::text[]::{typ}[]) ORDER BY {order}"
         )
         self.sql_count = f"SELECT count(*) FROM {rel}"
         self.sql_max = f"SELECT max({pk})::text FROM {rel}"
-        self._pk_conv = self.convert._convs[self._pk_index]
+        self._pk_text = converter(shape.pk.type_oid)
+        native = shape.pk.type_name in _NATIVE
+        self._pk_conv: Callable[[Any], Any] = identity if native else self._pk_text
 
     def key_of(self, record: Sequence[Any]) -> Any:
         return self._pk_conv(record[self._pk_index])
@@ -122,14 +188,7 @@ class TableReader:
         top = await conn.fetchval(self.sql_max)
         if top is None:
             return int(count), None
-        return int(count), self._parse_key_text(top)
-
-    def _parse_key_text(self, text: str) -> Any:
-        from streamsync.values import converter
-
-        if self.shape.pk.native and self.shape.pk.type_name in ("int2", "int4", "int8"):
-            return int(text)
-        return converter(self.shape.pk.type_oid)(text)
+        return int(count), self._pk_text(top)
 
     def cursor_args(self, lo: Any, end: Any, limit: int) -> tuple[str, list[Any]]:
         if lo is None:
@@ -159,26 +218,56 @@ class ChunkFile:
 
 
 class _ZipCsv:
-    """CSV rows deflated straight into a one-file zip (no temporary CSV)."""
+    """CSV rows deflated straight into a one-file zip (no temporary CSV).
+
+    Rows are formatted into one text buffer per batch (``csv.writer``, C speed); the deflate
+    and the file write run in a worker thread (zlib releases the GIL) while the next batch is
+    fetched and encoded.
+    """
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
         self.path = path
         self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         self._raw = self._zip.open(path.stem + ".csv", "w", force_zip64=True)
-        self._text = io.TextIOWrapper(self._raw, encoding="utf-8", newline="")
-        self._csv = csv.writer(self._text, lineterminator="\n")
+        self._buf = io.StringIO()
+        self._csv = csv.writer(self._buf, lineterminator="\n")
         self._csv.writerow(list(columns))
+        self._pending: asyncio.Future[Any] | None = None
 
-    def write(self, rows: list[list[str]]) -> None:
+    def format(self, rows: list[list[str]]) -> bytes:
         self._csv.writerows(rows)
+        data = self._buf.getvalue().encode("utf-8")
+        self._buf.seek(0)
+        self._buf.truncate()
+        return data
 
-    def close(self) -> None:
-        self._text.close()
+    async def write(self, rows: list[list[str]]) -> None:
+        data = self.format(rows)
+        await self.flush()
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._raw.write, data))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    async def close(self) -> None:
+        await self.flush()
+        tail = self._buf.getvalue().encode("utf-8")
+        await asyncio.to_thread(self._finish, tail)
+
+    def _finish(self, tail: bytes) -> None:
+        if tail:
+            self._raw.write(tail)
+        self._raw.close()
         self._zip.close()
 
-    def abort(self) -> None:
+    async def abort(self) -> None:
         try:
-            self.close()
+            with contextlib.suppress(Exception):
+                await self.flush()
+            self._raw.close()
+            self._zip.close()
         finally:
             self.path.unlink(missing_ok=True)
 
@@ -208,6 +297,11 @@ async def read_chunk(
     last_key: Any = None
     read = 0
     out = _ZipCsv(path, csv_columns(table))
+    names = reader.convert.names
+    values = reader.convert.values
+    encode = reader.encode_values
+    pk_index = reader._pk_index
+    add = digest.add_values
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             if keys is not None:
@@ -216,31 +310,41 @@ async def read_chunk(
             else:
                 sql, args = reader.cursor_args(lo, end, limit)
             cursor = await conn.cursor(sql, *args)
-            while True:
-                batch = await cursor.fetch(batch_rows)
-                if not batch:
-                    break
-                cells: list[list[str]] = []
-                for record in batch:
-                    key = reader.key_of(record)
-                    after = reader.convert(record)
+            batch = await cursor.fetch(batch_rows)
+            while batch:
+                # Ask for the next batch before encoding this one: Postgres produces it while
+                # Python encodes (the loop reads the socket at each yield below).
+                more = len(batch) == batch_rows
+                nxt = asyncio.ensure_future(cursor.fetch(batch_rows)) if more else None
+                try:
+                    cells: list[list[str]] = []
+                    for start in range(0, len(batch), _YIELD_ROWS):
+                        for record in batch[start : start + _YIELD_ROWS]:
+                            vals = values(record)
+                            try:
+                                cells.append(encode(vals))
+                            except MappingError as exc:
+                                after = dict(zip(names, vals, strict=True))
+                                unmappable.append((vals[pk_index], after, exc))
+                                continue
+                            add(vals[pk_index], vals)
+                        await asyncio.sleep(0)
                     if first_key is None:
-                        first_key = key
-                    last_key = key
-                    read += 1
-                    try:
-                        cells.append(csv_row(table, after))
-                    except MappingError as exc:
-                        unmappable.append((key, after, exc))
-                        continue
-                    digest.add(key, after)
-                out.write(cells)
-                if on_batch is not None:
-                    on_batch(len(batch))
-                if len(batch) < batch_rows:
-                    break
-        out.close()
+                        first_key = reader.key_of(batch[0])
+                    last_key = reader.key_of(batch[-1])
+                    read += len(batch)
+                    await out.write(cells)
+                    if on_batch is not None:
+                        on_batch(len(batch))
+                except BaseException:
+                    if nxt is not None:
+                        nxt.cancel()
+                        with contextlib.suppress(BaseException):
+                            await nxt
+                    raise
+                batch = await nxt if nxt is not None else []
+        await out.close()
     except BaseException:
-        out.abort()
+        await out.abort()
         raise
     return ChunkFile(path, digest, first_key, last_key, read, unmappable)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +36,15 @@ import orjson
 from streamsync.errors import MappingError
 
 if TYPE_CHECKING:  # settings pulls in pydantic-settings (and asyncio): keep this module pure
-    from streamsync.settings import TableSettings
+    from streamsync.settings import FieldMapping, TableSettings
 
 __all__ = [
     "bulk_formats",
     "csv_cell",
     "csv_columns",
     "csv_row",
+    "csv_row_encoder",
+    "csv_values_encoder",
     "map_record",
     "to_zoho",
 ]
@@ -394,3 +396,202 @@ def csv_row(table: TableSettings, after: Mapping[str, Any]) -> list[str]:
         except _Unmappable as exc:
             raise _mapping_error(table, column, field, mapping.type, str(exc)) from None
     return cells
+
+
+# ---- compiled per-table row encoder (the backfill's hot path) ----------------------------
+#
+# ``csv_row`` re-derives each cell's type from its value and rebuilds the column map on every
+# row. ``csv_row_encoder`` does that work once per table: each column gets a cell function
+# chosen from its declared ``type`` or, when none is declared, from its Postgres type. The
+# output is exactly ``csv_row``'s (tests/unit/backfill/test_encode.py checks it value by
+# value): a fast path handles the shapes the Postgres type guarantees in canonical form, and
+# anything else (or a declared type) goes through ``csv_cell``.
+
+_DIGIT_START = frozenset("-0123456789")
+_INT_LIMIT = 10**_MAX_BIGINT_DIGITS
+_TEXT_PG = frozenset({"text", "varchar", "bpchar", "name", "citext", "uuid"})
+_PASS_PG = frozenset({"date", "timestamp"})  # canonical form is never re-typed by csv_cell
+_INT_PG = frozenset({"int2", "int4", "int8", "oid"})
+
+CellFn = Callable[[Any], str]
+
+
+def _generic(type_name: str | None, fmt: str | None) -> CellFn:
+    def cell(value: Any) -> str:
+        return "" if value is None else csv_cell(value, type_name, fmt)
+
+    return cell
+
+
+def _cell_fn(pg_type: str | None, type_name: str | None, fmt: str | None) -> CellFn:
+    generic = _generic(type_name, fmt)
+    if type_name or pg_type is None:
+        return generic
+    if pg_type in _TEXT_PG:
+        # csv_cell re-types strings shaped like decimals or ISO timestamps: only those can
+        # start with a digit or '-', so every other string is its own cell.
+        def text(value: Any) -> str:
+            if value is None:
+                return ""
+            if value[:1] in _DIGIT_START:
+                return generic(value)
+            return str(value)
+
+        return text
+    if pg_type == "numeric":
+
+        def numeric(value: Any) -> str:
+            if value is None:
+                return ""
+            whole, dot, frac = value.partition(".")
+            if not dot:
+                return str(value)  # integral, NaN, Infinity: text
+            if len(frac) <= _MAX_DECIMAL_SCALE and (
+                len(whole.lstrip("-").lstrip("0")) <= _MAX_DECIMAL_INT_DIGITS
+            ):
+                return str(value)  # Decimal(value) prints back the same digits
+            return generic(value)  # raises with the reason
+
+        return numeric
+    if pg_type in _INT_PG:
+
+        def integer(value: Any) -> str:
+            if value is None:
+                return ""
+            if -_INT_LIMIT < value < _INT_LIMIT:
+                return str(value)
+            return generic(value)
+
+        return integer
+    if pg_type == "bool":
+        return lambda value: "" if value is None else ("true" if value else "false")
+    if pg_type in _PASS_PG:
+        return lambda value: "" if value is None else str(value)
+    if pg_type == "timestamptz" and not fmt:
+
+        def timestamptz(value: Any) -> str:
+            if value is None:
+                return ""
+            if len(value) in (25, 32) and value[10] == "T" and value.endswith("+00:00"):
+                return str(value[:19]) + "+00:00"  # seconds precision, as csv_cell prints it
+            return generic(value)
+
+        return timestamptz
+    return generic
+
+
+_FAST_EXPR = {
+    # kind → expression over ``e`` (the non-NULL value), ``f`` (the generic cell function)
+    "text": "e if e[:1] not in D else f(e)",
+    "int": "str(e) if -L < e < L else f(e)",
+    "bool": '"true" if e else "false"',
+    "pass": "e",
+    # numeric: canonical digits print back unchanged unless out of Zoho's range (then f
+    # raises); "-?digits" without a point, NaN and Infinity are text in csv_cell too.
+    "numeric": "e if (p := e.find('.')) < 0 or (len(e) - p <= 10 and p <= 16) else f(e)",
+    "tstz": 'e[:19] + "+00:00" if len(e) in (25, 32) and e[10] == "T" and e.endswith("+00:00")'
+    " else f(e)",
+}
+
+
+def _fast_kind(pg_type: str | None, type_name: str | None, fmt: str | None) -> str | None:
+    if type_name or pg_type is None:
+        return None
+    if pg_type in _TEXT_PG:
+        return "text"
+    if pg_type in _INT_PG:
+        return "int"
+    if pg_type == "bool":
+        return "bool"
+    if pg_type in _PASS_PG:
+        return "pass"
+    if pg_type == "numeric":
+        return "numeric"
+    if pg_type == "timestamptz" and not fmt:
+        return "tstz"
+    return None
+
+
+def _ext_cell(table: TableSettings) -> CellFn:
+    column = table.external_id.column
+
+    def cell(value: Any) -> str:
+        if type(value) is str:
+            return value
+        if type(value) is int:
+            return str(value)
+        return _external_id(table, {column: value})
+
+    return cell
+
+
+def csv_values_encoder(
+    table: TableSettings, columns: Sequence[tuple[str, str]]
+) -> Callable[[Sequence[Any]], list[str]]:
+    """``csv_row`` compiled once for rows given as value sequences in ``columns`` order
+    (``(name, pg_type.typname)`` pairs, e.g. ``[("id", "int8"), ("amount", "numeric")]``).
+
+    Same cells and the same ``MappingError`` as ``csv_row(table, dict(zip(names, values)))``,
+    several times faster: the per-column choice is made here, once, and the row function is
+    one generated list expression.
+    """
+    index = {name: i for i, (name, _t) in enumerate(columns)}
+    types = dict(columns)
+    by_field = {m.field: (c, m) for c, m in table.fields.items()}
+    plan: list[tuple[str, str, FieldMapping, CellFn, int | None]] = []
+    for field in csv_columns(table)[1:]:
+        column, mapping = by_field[field]
+        fn = _cell_fn(types.get(column), mapping.type, mapping.format)
+        plan.append((column, field, mapping, fn, index.get(column)))
+    ext = _ext_cell(table)
+    ext_at = index.get(table.external_id.column)
+    namespace: dict[str, Any] = {"D": _DIGIT_START, "L": _INT_LIMIT, "ext": ext}
+    parts = ["ext(None)" if ext_at is None else f"ext(v[{ext_at}])"]
+    for n, (column, _field, mapping, fn, at) in enumerate(plan):
+        namespace[f"f{n}"] = fn
+        if at is None:
+            parts.append('""')  # not selected: csv_row sees None
+            continue
+        kind = _fast_kind(types.get(column), mapping.type, mapping.format)
+        if kind is None:
+            parts.append(f"f{n}(v[{at}])")
+        else:
+            fast = _FAST_EXPR[kind].replace("f(e)", f"f{n}(e)")
+            parts.append(f'("" if (e := v[{at}]) is None else {fast})')
+    source = "def encode(v):\n    return [" + ", ".join(parts) + "]\n"
+    exec(compile(source, f"<csv encoder {table.source}>", "exec"), namespace)
+    compiled: Callable[[Sequence[Any]], list[str]] = namespace["encode"]
+
+    def encode(values: Sequence[Any]) -> list[str]:
+        try:
+            return compiled(values)
+        except _Unmappable:
+            pass
+        # Find the column again, cell by cell, for the error's details.
+        for column, field, mapping, fn, at in plan:
+            try:
+                fn(None if at is None else values[at])
+            except _Unmappable as exc:
+                raise _mapping_error(table, column, field, mapping.type, str(exc)) from None
+        raise AssertionError("unreachable: the compiled encoder and the cells disagree")
+
+    return encode
+
+
+def csv_row_encoder(
+    table: TableSettings, pg_types: Mapping[str, str] | None = None
+) -> Callable[[Mapping[str, Any]], list[str]]:
+    """``csv_row(table, ·)`` compiled once for a table whose columns have ``pg_types``
+    (column → pg_type.typname); see :func:`csv_values_encoder`."""
+    columns = list((pg_types or {}).items())
+    names = [c for c, _t in columns]
+    for column in [table.external_id.column, *table.fields]:
+        if column not in names:
+            names.append(column)
+            columns.append((column, ""))
+    encode = csv_values_encoder(table, [(c, t) if t else (c, "?") for c, t in columns])
+
+    def from_mapping(after: Mapping[str, Any]) -> list[str]:
+        return encode([after.get(c) for c in names])
+
+    return from_mapping

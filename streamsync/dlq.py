@@ -210,9 +210,8 @@ async def _read_topic(
     )
     await consumer.start()
     try:
-        parts = await consumer.partitions_for_topic(topic)
-        if parts is None:
-            parts = set()
+        cluster = await consumer._client.fetch_all_metadata()
+        parts = cluster.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return consumer, []

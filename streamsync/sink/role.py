@@ -261,20 +261,35 @@ class Sink:
         consumer = self._consumer
         assert consumer is not None
         try:
+            turns = 0
             while not self._stop.is_set():
                 HEALTH.beat("sink.consume")
+                turns += 1
+                if turns % 20 == 0:
+                    log.debug(
+                        "sink: tasks=%d pending=%d inflight=%d unfinished=%d bulk=%s/%s",
+                        len(self._tasks),
+                        self._window.pending,
+                        self._window.inflight,
+                        self._offsets.unfinished(),
+                        self._bulk_mode,
+                        self._bulk_task is not None,
+                    )
                 await self._backpressure()
                 if self._stop.is_set():
                     break
                 now = self._clock()
                 deadline = self._window.next_deadline()
-                wait = (
-                    _MAX_POLL_S if deadline is None else max(0.0, min(_MAX_POLL_S, deadline - now))
-                )
+                if deadline is None or self._bulk_mode or self._bulk_task is not None:
+                    wait = _MAX_POLL_S  # bulk collection ignores the window's age
+                else:
+                    wait = max(0.0, min(_MAX_POLL_S, deadline - now))
+                if wait < 0.01:
+                    await asyncio.sleep(0)  # always let the other tasks run
                 data = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=2000)
                 now = self._clock()
                 if data and not self._bulk_mode and self._bulk_task is None:
-                    self._check_backlog(data)
+                    await self._check_backlog(data)
                 for tp, msgs in data.items():
                     for msg in msgs:
                         self._ingest(tp, msg, now)
@@ -290,16 +305,12 @@ class Sink:
         else:
             await self._shutdown()
 
-    def _check_backlog(self, data: dict[Any, list[Any]]) -> None:
+    async def _check_backlog(self, data: dict[Any, list[Any]]) -> None:
         """Enter bulk mode before the first records of a large backlog reach the window."""
         if self._drain_mode:
             return
-        backlog = self._window.pending
-        for tp in self._assigned:
-            high = self._consumer.highwater(tp)
-            msgs = data.get(tp)
-            if high is not None and msgs:
-                backlog += max(0, high - msgs[0].offset)
+        fetched = sum(len(msgs) for msgs in data.values())
+        backlog = self._window.pending + fetched + await self._lag()
         if choose_path(backlog, self._cfg.bulk_threshold) == "bulk":
             self._start_bulk_mode(backlog)
 
@@ -710,7 +721,7 @@ class Sink:
 
     # ------------------------------------------------------------------ bulk write ----
     async def _process_bulk(self, entries: list[Entry]) -> None:
-        from streamsync.zoho import csv_columns, csv_row, write_bulk_zip
+        from streamsync.zoho import csv_columns, csv_row
         from streamsync.zoho.records import bulk_formats
 
         out = Judged()
@@ -737,7 +748,7 @@ class Sink:
             self._work_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self._work_dir) as tmp:
                 path = Path(tmp) / "sink-bulk.zip"
-                await write_bulk_zip(rows, columns, path)
+                await asyncio.to_thread(_write_zip, rows, columns, path)
                 del rows
                 results = await self._bulk_job(table, path, columns, bulk_formats(table), tmp)
             judged = judge_bulk_rows(sent, results, attempt=1)
@@ -1044,6 +1055,20 @@ def _ext_record(table: TableSettings, entry: Entry) -> dict[str, Any]:
 def _has_nulls(table: TableSettings, entry: Entry) -> bool:
     after = entry.after or {}
     return any(after.get(col, 0) is None for col in table.fields if col in after)
+
+
+def _write_zip(rows: list[list[str]], columns: list[str], path: Path) -> None:
+    """One CSV (header + rows) zipped, in a worker thread: one hop, not one per row."""
+    import csv
+    import io
+    import zipfile
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(path.stem + ".csv", buf.getvalue())
 
 
 def _as_drain_error(exc: BaseException) -> DrainIncomplete:

@@ -1,0 +1,164 @@
+"""Sink against real Kafka and Postgres (state schema) and the CRM simulator.
+
+Change events are produced straight to the change topic (capture is covered by test_e2e*).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import asyncpg
+import pytest
+
+from streamsync.dlq import list_dead_letters
+from streamsync.events import ChangeEvent, Position
+from streamsync.sink import Sink
+from streamsync.store import record_map
+from tests.integration.test_sink_helpers import crm_view, differences, expected_crm, sink_env
+from tests.plugins.crm_sim import CrmSim, crm_sim  # noqa: F401
+
+
+def _row(key: int, version: int, rng: random.Random) -> dict[str, Any]:
+    return {
+        "id": key,
+        "order_number": f"ORD-{key:08d}-{version}",
+        "customer_email": f"c{key}@example.com",
+        "amount": f"{rng.randrange(100, 100000) / 100:.2f}",
+        "currency": rng.choice(["EUR", "USD"]),
+        "status": rng.choice(["new", "paid", "shipped"]),
+        "notes": None if rng.random() < 0.5 else f"note {version}",
+    }
+
+
+def make_changes(
+    n: int, keys: int, *, deletes: float = 0.05, toast: float = 0.1, seed: int = 1, lsn0: int = 1000
+) -> tuple[list[ChangeEvent], dict[str, dict[str, Any] | None]]:
+    """A change stream over ``keys`` keys and the final table it leads to."""
+    rng = random.Random(seed)
+    table: dict[int, dict[str, Any] | None] = {}
+    events: list[ChangeEvent] = []
+    for i in range(n):
+        key = rng.randrange(keys)
+        pos = Position(lsn0 + i, 0)
+        current = table.get(key)
+        if current is not None and rng.random() < deletes:
+            table[key] = None
+            events.append(ChangeEvent("d", "public.x", [key], None, pos, ts_ms=0))
+            continue
+        row = _row(key, i, rng)
+        unchanged: list[str] = []
+        if current is not None and rng.random() < toast:
+            unchanged = ["notes"]
+            row.pop("notes")
+            row = {**row, "notes": current.get("notes")}
+            after = {k: v for k, v in row.items() if k != "notes"}
+        else:
+            after = dict(row)
+        table[key] = row
+        op = "u" if current is not None else "c"
+        events.append(ChangeEvent(op, "public.x", [key], after, pos, unchanged=unchanged))
+    final = {f"[{k}]": v for k, v in table.items()}
+    return events, final
+
+
+def _retable(events: list[ChangeEvent], table: str) -> list[ChangeEvent]:
+    return [
+        ChangeEvent(e.op, table, e.key, e.after, e.pos, ts_ms=e.ts_ms, unchanged=e.unchanged)
+        for e in events
+    ]
+
+
+async def test_sink_coalesces_and_syncs_exactly(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim) as env:
+        events, final = make_changes(3000, 400)
+        await env.produce(_retable(events, env.table))
+        sink = Sink(env.settings, until_idle=True)
+        await sink.run()
+
+        assert differences(expected_crm(env.settings, final), crm_view(crm_sim)) == []
+        stats = crm_sim.state.stats()
+        assert stats["max_records_per_call"] <= 100
+        sent = sum(crm_sim.state.records_per_call("upsert"))
+        assert 0 < sent < len(events)  # coalescing
+        assert sink.stats.dead_letters == 0
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            counts = await record_map.counts(conn, env.settings.postgres.state_schema)
+        finally:
+            await conn.close()
+        live = sum(1 for v in final.values() if v is not None)
+        assert counts.get("ok", 0) == live
+
+        # a second run over the same (committed) topic makes no call
+        calls = dict(crm_sim.state.calls_per_api)
+        await Sink(env.settings, until_idle=True).run()
+        assert dict(crm_sim.state.calls_per_api) == calls
+
+
+async def test_rejected_and_undecodable_records_go_to_the_dlq(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim) as env:
+        events, final = make_changes(600, 200, deletes=0, toast=0, seed=3)
+        events = _retable(events, env.table)
+        # plant invalid records: the last version of every 20th key is poisoned
+        last: dict[int, int] = {}
+        for i, e in enumerate(events):
+            last[e.key[0]] = i
+        poisoned = {k for k in last if k % 20 == 0}
+        for k in poisoned:
+            i = last[k]
+            e = events[i]
+            after = {**(e.after or {}), "order_number": "POISON"}
+            events[i] = ChangeEvent(e.op, e.table, e.key, after, e.pos, unchanged=e.unchanged)
+            final[f"[{k}]"] = None  # not expected in the CRM with this version
+        await env.produce(events)
+        await env.produce([(b"[999999]", b"not json at all")])
+        sink = Sink(env.settings, until_idle=True)
+        await sink.run()
+
+        assert sink.stats.dead_letters == len(poisoned) + 1, sink.stats
+        letters = await list_dead_letters(env.settings.kafka.client_options(), env.name)
+        assert len(letters) == len(poisoned) + 1
+        by_code: dict[str, set[Any]] = {}
+        for letter in letters:
+            by_code.setdefault(letter.reason_code, set()).add(
+                letter.key[0] if letter.key else letter.raw
+            )
+        assert by_code.get("INVALID_DATA") == poisoned
+        assert by_code.get("UNDECODABLE") == {b"not json at all"}
+        invalid = [x for x in letters if x.reason_code == "INVALID_DATA"]
+        assert all(x.details.get("api_name") == "Name" for x in invalid)
+        assert all(x.event is not None and x.attempts >= 1 for x in invalid)
+
+        crm = crm_view(crm_sim)
+        exp = expected_crm(env.settings, final)
+        # poisoned keys may hold an older (valid) version; every other key is exact
+        assert differences(exp, {p: r for p, r in crm.items() if int(p) not in poisoned}) == []
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            failed = await record_map.failed_keys(
+                conn, env.settings.postgres.state_schema, env.table
+            )
+        finally:
+            await conn.close()
+        assert {int(k.strip("[]")) for k, _ in failed} == poisoned
+        assert {code for _, code in failed} == {"INVALID_DATA"}
+
+
+@pytest.mark.crm_sim(bulk_job_seconds=0.05)
+async def test_a_large_backlog_goes_through_bulk_write(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim) as env:
+        events, final = make_changes(8000, 40000, deletes=0, toast=0, seed=5)
+        await env.produce(_retable(events, env.table))
+        sink = Sink(env.settings, until_idle=True)
+        await sink.run()
+        assert differences(expected_crm(env.settings, final), crm_view(crm_sim)) == []
+        stats = crm_sim.state.stats()
+        assert len(stats["bulk_jobs"]) == 1
+        assert stats["credits_used"] <= 600  # one job (500) + a few calls, not ~730 upsert credits

@@ -16,7 +16,10 @@ from streamsync.events import ChangeEvent, Position
 from streamsync.sink import Sink
 from streamsync.store import record_map
 from tests.integration.test_sink_helpers import crm_view, differences, expected_crm, sink_env
-from tests.plugins.crm_sim import CrmSim, crm_sim  # noqa: F401
+from tests.plugins import crm_sim as _sim_plugin
+from tests.plugins.crm_sim import CrmSim
+
+crm_sim = _sim_plugin.crm_sim  # the fixture
 
 
 def _row(key: int, version: int, rng: random.Random) -> dict[str, Any]:

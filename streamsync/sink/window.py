@@ -12,8 +12,9 @@ the same window carried their value.
 A key never has two calls in flight: keys of a batch stay *in flight* until ``release(batch)``;
 changes of an in-flight key wait in the window and are not counted as ready until then.
 
-Ready: when ``max_keys`` flushable keys are pending (``add`` returns the batch), or when the
-oldest flushable change is ``max_wait_s`` old (``due``). ``flush`` returns everything flushable
+Ready: when ``max_keys`` flushable keys of one kind (upserts, or deletes) are pending (``add``
+returns that batch: full calls cost the fewest credits, and a mixed batch would become two
+part-filled calls), or when the oldest flushable change is ``max_wait_s`` old (``due``). ``flush`` returns everything flushable
 (revoke, shutdown, drain). ``next_deadline`` tells the shell how long it may wait.
 
 Pure: no I/O, no asyncio, no clock (``now`` is passed in).
@@ -53,6 +54,7 @@ class Entry:
     ts_ms: int
     offsets: list[tuple[Hashable, int]] = field(default_factory=list)
     events: int = 1
+    born: bool = False  # the first event was an insert: the row did not exist before
 
     @property
     def ident(self) -> tuple[str, str]:
@@ -73,6 +75,7 @@ def entry_for(event: ChangeEvent, tp: Hashable, offset: int, now: float) -> Entr
         first_seen=now,
         ts_ms=event.ts_ms,
         offsets=[(tp, offset)],
+        born=event.op == "c",
     )
 
 
@@ -149,8 +152,13 @@ class Window:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def flushable(self) -> int:
-        return sum(1 for ident in self._pending if ident not in self._inflight)
+    def flushable(self, op: EntryOp | None = None) -> int:
+        """Pending keys not held behind an in-flight call (of ``op`` only, if given)."""
+        return sum(
+            1
+            for ident, entry in self._pending.items()
+            if ident not in self._inflight and (op is None or entry.op == op)
+        )
 
     def pending_events(self) -> int:
         return sum(len(e.offsets) for e in self._pending.values())
@@ -161,13 +169,13 @@ class Window:
         ident = (event.table, event.key_bytes.decode())
         entry = self._pending.get(ident)
         if entry is None:
-            self._pending[ident] = entry_for(event, tp, offset, now)
+            entry = self._pending[ident] = entry_for(event, tp, offset, now)
         else:
             merge(entry, event, tp, offset)
         if ident in self._inflight or len(self._pending) < self.max_keys:
             return []
-        if self.flushable() >= self.max_keys:
-            return self._take(self.max_keys, "size", full_only=True)
+        if self.flushable(entry.op) >= self.max_keys:
+            return self._take(self.max_keys, "size", op=entry.op)
         return []
 
     def due(self, now: float) -> list[Batch]:
@@ -208,16 +216,16 @@ class Window:
         return len(gone)
 
     # -- internals -----------------------------------------------------------------------
-    def _take(self, limit: int | None, reason: FlushReason, full_only: bool = False) -> list[Batch]:
+    def _take(
+        self, limit: int | None, reason: FlushReason, op: EntryOp | None = None
+    ) -> list[Batch]:
         taken: list[Entry] = []
         for ident, entry in self._pending.items():
-            if ident in self._inflight:
+            if ident in self._inflight or (op is not None and entry.op != op):
                 continue
             taken.append(entry)
             if limit is not None and len(taken) >= limit:
                 break
-        if full_only:
-            taken = taken[: len(taken) - len(taken) % self.max_keys]
         for entry in taken:
             del self._pending[entry.ident]
             self._inflight.add(entry.ident)

@@ -183,3 +183,165 @@ def differences(
                 if normalise(v) != normalise(act.get(f)):
                     problems.append(f"{pid}.{f}: expected {v!r}, CRM has {act.get(f)!r}")
     return problems
+
+
+# ------------------------------------------------------------------------ end to end ----
+ORDERS_COLUMNS = "id, order_number, customer_email, amount::text AS amount, currency, status, notes"
+
+
+@dataclass
+class E2EEnv(SinkEnv):
+    async def table_rows(self) -> dict[str, dict[str, Any] | None]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(f"SELECT {ORDERS_COLUMNS} FROM {self.table}")
+        finally:
+            await conn.close()
+        return {f"[{r['id']}]": dict(r) for r in rows}
+
+    async def expected(self) -> dict[str, dict[str, Any]]:
+        return expected_crm(self.settings, await self.table_rows())
+
+    def subprocess_env(self) -> dict[str, str]:
+        """STREAMSYNC_* variables for `python -m streamsync sink` against this env."""
+        import os
+
+        import orjson
+
+        s = self.settings
+        env = dict(os.environ)
+        env.update(
+            {
+                "STREAMSYNC_POSTGRES__DSN": self.dsn,
+                "STREAMSYNC_POSTGRES__SLOT": s.postgres.slot,
+                "STREAMSYNC_POSTGRES__PUBLICATION": s.postgres.publication,
+                "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
+                "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+                "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+                "STREAMSYNC_KAFKA__PARTITIONS": str(s.kafka.partitions),
+                "STREAMSYNC_ZOHO__ACCOUNTS_URL": self.sim.url,
+                "STREAMSYNC_ZOHO__API_DOMAIN": self.sim.url,
+                "STREAMSYNC_ZOHO__UPLOAD_URL": self.sim.url,
+                "STREAMSYNC_ZOHO__BACKOFF_BASE_S": "0.01",
+                "STREAMSYNC_ZOHO__BACKOFF_CAP_S": "0.2",
+                "STREAMSYNC_ZOHO__MAX_RETRIES": str(s.zoho.max_retries),
+                "STREAMSYNC_SINK__GROUP_ID": s.sink.group_id,
+                "STREAMSYNC_SINK__MAX_WAIT_S": str(s.sink.max_wait_s),
+                "STREAMSYNC_SINK__BULK_THRESHOLD": str(s.sink.bulk_threshold),
+                "STREAMSYNC_SINK__SHUTDOWN_TIMEOUT_S": str(s.sink.shutdown_timeout_s),
+                "STREAMSYNC_BACKFILL__WORK_DIR": s.backfill.work_dir,
+                "STREAMSYNC_OPS__PORT": "0",
+                "STREAMSYNC_OPS__LOG_LEVEL": "WARNING",
+                "STREAMSYNC_TABLES": orjson.dumps(
+                    [t.model_dump(mode="json", exclude_none=True) for t in s.tables]
+                ).decode(),
+            }
+        )
+        env.pop("STREAMSYNC_CONFIG", None)
+        return env
+
+
+@contextlib.asynccontextmanager
+async def e2e_env(
+    name: str, dsn: str, bootstrap: str, sim: CrmSim, *, initial_rows: int = 0, **kwargs: Any
+) -> AsyncIterator[E2EEnv]:
+    """A fresh orders table, slot, publication, state schema and topics; all dropped after."""
+    from streamsync.capture import setup
+    from streamsync.demo.orders import create_orders_table
+
+    table = f"public.{name}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await create_orders_table(conn, table, rows=initial_rows)
+    finally:
+        await conn.close()
+    settings = sink_settings(name, dsn, bootstrap, sim, table=table, **kwargs)
+    env = E2EEnv(name, settings, dsn, bootstrap, sim)
+    try:
+        await setup(settings)
+        yield env
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                " WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                name,
+            )
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_drop_replication_slot($1)", name)
+            await conn.execute(f'DROP PUBLICATION IF EXISTS "{name}"')
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}_state" CASCADE')
+        finally:
+            await conn.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if t.startswith(name + ".")]
+            if topics:
+                with contextlib.suppress(Exception):
+                    await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+
+
+async def make_table_changes(
+    dsn: str,
+    table: str,
+    changes: int,
+    keys: int,
+    *,
+    seed: int = 11,
+    delete_rate: float = 0.05,
+    txn_size: int = 200,
+    start_key: int = 1,
+) -> int:
+    """Apply ``changes`` row changes over ``keys`` keys (inserts, updates, deletes, re-inserts),
+    ``txn_size`` per transaction. Returns the number of statements that changed a row."""
+    import random
+    from decimal import Decimal
+
+    rng = random.Random(seed)
+    conn = await asyncpg.connect(dsn)
+    statuses = ("new", "paid", "shipped", "delivered", "cancelled", "refunded")
+    try:
+        present = {
+            r["id"]
+            for r in await conn.fetch(
+                f"SELECT id FROM {table} WHERE id >= $1 AND id < $2", start_key, start_key + keys
+            )
+        }
+        done = 0
+        while done < changes:
+            async with conn.transaction():
+                for _ in range(min(txn_size, changes - done)):
+                    key = start_key + rng.randrange(keys)
+                    if key not in present:
+                        await conn.execute(
+                            f"INSERT INTO {table} (id, order_number, customer_email, amount,"
+                            " currency, status, order_date, notes)"
+                            " VALUES ($1, $2, $3, $4, 'EUR', 'new', current_date, $5)",
+                            key,
+                            f"ORD-{key:08d}",
+                            f"c{key}@example.com",
+                            Decimal(rng.randrange(100, 100_000)) / 100,
+                            None if rng.random() < 0.5 else f"n{done}",
+                        )
+                        present.add(key)
+                    elif rng.random() < delete_rate:
+                        await conn.execute(f"DELETE FROM {table} WHERE id = $1", key)
+                        present.discard(key)
+                    else:
+                        await conn.execute(
+                            f"UPDATE {table} SET amount = $2, status = $3, notes = $4,"
+                            " updated_at = now() WHERE id = $1",
+                            key,
+                            Decimal(rng.randrange(100, 100_000)) / 100,
+                            rng.choice(statuses),
+                            None if rng.random() < 0.5 else f"n{done}",
+                        )
+                    done += 1
+        return done
+    finally:
+        await conn.close()

@@ -140,3 +140,13 @@ def test_resync_delete_always_searches_by_external_id() -> None:
     stream_delete = ev(4, 10, "d")
     plan = plan_batch(_entries(stream_delete), known, "delete")
     assert [why for _, why in plan.skipped] == ["stale"]
+
+
+def test_a_key_created_and_deleted_since_its_last_sync_needs_no_call() -> None:
+    born, updated = _entries(ev(1, 10, "c"), ev(1, 11, "d"), ev(2, 10, "u"), ev(2, 11, "d"))
+    plan = plan_batch([born, updated], {}, "delete")
+    assert [(e.key, why) for e, why in plan.skipped] == [([1], "never_synced")]
+    assert [e.key for e in plan.searches] == [[2]]
+    # known to Zoho despite the insert (e.g. replay after a crash): delete by id
+    plan = plan_batch([born], {"[1]": Known("z1", Position(5), "ok")}, "delete")
+    assert [(e.key, z) for e, z in plan.deletes] == [([1], "z1")]

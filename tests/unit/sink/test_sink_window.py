@@ -173,3 +173,31 @@ def test_chunks() -> None:
 def test_bad_limits(max_keys: int, max_wait: float) -> None:
     with pytest.raises(ValueError):
         Window(max_keys, max_wait)
+
+
+def test_size_batches_hold_one_kind_so_calls_stay_full() -> None:
+    w = Window(max_keys=3, max_wait_s=5)
+    w.add(ev(1, 1, "c"), TP0, 0, now=0)
+    w.add(ev(1, 2, "d"), TP0, 1, now=0)  # key 1 becomes a delete
+    w.add(ev(2, 3, "c"), TP0, 2, now=0)
+    assert w.add(ev(3, 4, "c"), TP0, 3, now=0) == []  # 2 upserts + 1 delete: not full
+    (batch,) = w.add(ev(4, 5, "c"), TP0, 4, now=0)
+    assert {e.op for e in batch.entries} == {"upsert"} and len(batch) == 3
+    assert w.flushable("delete") == 1 and w.flushable() == 1
+    assert w.add(ev(5, 6, "d"), TP0, 5, now=0) == []
+    (batch,) = w.add(ev(6, 7, "d"), TP0, 6, now=0)
+    assert [(e.key[0], e.op) for e in batch.entries] == [
+        (1, "delete"),
+        (5, "delete"),
+        (6, "delete"),
+    ]
+
+
+def test_born_marks_keys_whose_first_event_is_an_insert() -> None:
+    w = Window()
+    w.add(ev(1, 1, "c"), TP0, 0, now=0)
+    w.add(ev(1, 2, "d"), TP0, 1, now=0)
+    w.add(ev(2, 3, "u"), TP0, 2, now=0)
+    w.add(ev(2, 4, "d"), TP0, 3, now=0)
+    (batch,) = w.flush()
+    assert [(e.key[0], e.born) for e in batch.entries] == [(1, True), (2, False)]

@@ -66,6 +66,7 @@ from streamsync.kafka.producer import create_producer
 from streamsync.kafka.topics import change_topic, control_topic
 from streamsync.ops import metrics
 from streamsync.ops.health import HEALTH
+from streamsync.ops.server import register_bulk_callback
 from streamsync.settings import Settings, TableSettings
 from streamsync.store import checkpoints as cp
 from streamsync.store.checkpoints import ChunkRecord
@@ -79,6 +80,7 @@ log = logging.getLogger("streamsync.backfill")
 
 MAX_JOB_ATTEMPTS = 5
 RETRY_DELAY_S = 5.0
+_MAX_EARLY_CALLBACKS = 1_000
 
 
 @dataclass(slots=True)
@@ -134,10 +136,17 @@ class BackfillWorker:
         self._stopped.set()
 
     def job_callback(self, job_id: str) -> None:
-        """Zoho called back for ``job_id``: cut its polling wait short."""
+        """Zoho called back for ``job_id``: cut its polling wait short.
+
+        Served by the ops server (``POST /zoho/bulk-callback``, registered while ``run()``
+        runs). A callback that arrives before the wait starts is kept (a bounded number).
+        """
         event = self._job_events.get(job_id)
-        if event is not None:
-            event.set()
+        if event is None:
+            if len(self._job_events) >= _MAX_EARLY_CALLBACKS:
+                return
+            event = self._job_events[job_id] = asyncio.Event()
+        event.set()
 
     @property
     def crm(self) -> ZohoClient:
@@ -171,6 +180,7 @@ class BackfillWorker:
             consumer = self._make_consumer()
             await consumer.start()
             stack.push_async_callback(consumer.stop)
+            stack.callback(register_bulk_callback(self.job_callback))
             HEALTH.ok("backfill_control_consumer")
             try:
                 async with asyncio.TaskGroup() as tg:

@@ -1,4 +1,5 @@
-"""The ops HTTP server: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``.
+"""The ops HTTP server: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``, and
+``POST /zoho/bulk-callback`` (Zoho's Bulk Write job callback, for ``backfill.callback_url``).
 
 One small aiohttp app per process, on ``ops.host:ops.port`` (port 0 picks a free port; read
 it from :attr:`OpsServer.port`). It also runs its own heartbeat ``ops.loop`` once a second, so
@@ -6,13 +7,20 @@ it from :attr:`OpsServer.port`). It also runs its own heartbeat ``ops.loop`` onc
 
     async with OpsServer(settings.ops) as server:
         print(server.port)
+
+The callback route hands the job id (Zoho's JSON body ``{"id": ...}``, or ``?job_id=``) to
+every function registered with :func:`register_bulk_callback` (the backfill worker registers
+``job_callback`` while it runs). A callback only cuts the worker's polling wait short: the
+worker then asks Zoho for the job's status itself, so a forged callback cannot finish a job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -21,7 +29,34 @@ from streamsync.ops import metrics
 from streamsync.ops.health import HEALTH, HealthRegistry, Status
 from streamsync.settings import OpsSettings
 
-__all__ = ["LOOP_BEAT", "OpsServer"]
+__all__ = ["BULK_CALLBACK_PATH", "LOOP_BEAT", "OpsServer", "register_bulk_callback"]
+
+BULK_CALLBACK_PATH = "/zoho/bulk-callback"
+_bulk_callbacks: list[Callable[[str], None]] = []
+
+
+def register_bulk_callback(fn: Callable[[str], None]) -> Callable[[], None]:
+    """Call ``fn(job_id)`` for every Bulk Write callback received; returns the unregister."""
+    _bulk_callbacks.append(fn)
+
+    def unregister() -> None:
+        with contextlib.suppress(ValueError):
+            _bulk_callbacks.remove(fn)
+
+    return unregister
+
+
+def _job_id_of(body: Any) -> str | None:
+    """The job id in a callback body: ``{"id"}``, ``{"details": {"id"}}`` or ``{"data": [...]}``."""
+    if isinstance(body, dict):
+        for candidate in (body.get("id"), (body.get("details") or {}).get("id")):
+            if isinstance(candidate, str | int) and not isinstance(candidate, bool):
+                return str(candidate)
+        data = body.get("data")
+        if isinstance(data, list) and data:
+            return _job_id_of(data[0])
+    return None
+
 
 LOOP_BEAT = "ops.loop"
 _LOOP_BEAT_INTERVAL_S = 1.0
@@ -50,7 +85,21 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post(BULK_CALLBACK_PATH, self._bulk_callback)
         return app
+
+    async def _bulk_callback(self, request: web.Request) -> web.Response:
+        job_id = request.query.get("job_id")
+        if not job_id:
+            try:
+                job_id = _job_id_of(orjson.loads(await request.read()))
+            except orjson.JSONDecodeError:
+                job_id = None
+        if not job_id:
+            return web.json_response({"ok": False, "error": "no job id"}, status=400)
+        for fn in list(_bulk_callbacks):
+            fn(job_id)
+        return web.json_response({"ok": True, "job_id": job_id})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _status_response(self._health.liveness())

@@ -148,3 +148,43 @@ async def test_cli_cancel_stops_a_running_backfill_cleanly(
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
+
+
+async def test_zoho_callback_finishes_the_job_without_waiting_for_the_poll(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: Any, orders: str, tmp_path: Path
+) -> None:
+    """poll_interval_s = 60: the job (≈ 0.6 s) completes within seconds only if the
+    simulator's POST to the ops server's callback route wakes the worker up."""
+    from streamsync.ops.server import BULK_CALLBACK_PATH, OpsServer
+    from streamsync.settings import OpsSettings
+
+    async with OpsServer(OpsSettings(host="127.0.0.1", port=0)) as ops:
+        url = f"http://127.0.0.1:{ops.port}{BULK_CALLBACK_PATH}"
+        settings = make_settings(
+            pg_dsn, kafka_bootstrap, unique_name, crm_sim, tmp_path, callback_url=url
+        )
+        settings = settings.model_copy(
+            update={"backfill": settings.backfill.model_copy(update={"poll_interval_s": 60.0})}
+        )
+        await ensure_topics(settings.kafka, project_topics(settings.kafka, settings.tables))
+        conn = await asyncpg.connect(pg_dsn)
+        await conn.execute(FILL.format(rel=orders), 1_500)
+        await conn.close()
+        crm_sim.configure(bulk_job_seconds=0.3)
+        worker = BackfillWorker(settings)
+        task = asyncio.create_task(worker.run())
+        bid = str(uuid.uuid4())
+        try:
+            await publish_control(
+                settings, encode_control(BackfillStart(bid, f"{unique_name}.orders", 1_500))
+            )
+            await wait_for(lambda: len(crm_sim.state.jobs) == 1, timeout=30, message="no job")
+            started = time.monotonic()
+            done = await wait_for(lambda: _status_is(settings, bid, "done"), timeout=15)
+            assert time.monotonic() - started < 15 < settings.backfill.poll_interval_s
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 30)
+    [job] = crm_sim.state.jobs.values()
+    assert job.callback_url == url and job.callback_status == 200
+    assert (done.jobs, done.added) == (1, 1_500)

@@ -51,3 +51,30 @@ async def test_liveness_fails_on_stale_heartbeat() -> None:
 def test_lsn_to_int() -> None:
     assert metrics.lsn_to_int("0/0") == 0
     assert metrics.lsn_to_int("16/B374D848") == (0x16 << 32) | 0xB374D848
+
+
+async def test_bulk_callback_route_hands_the_job_id_to_registered_functions() -> None:
+    from streamsync.ops.server import BULK_CALLBACK_PATH, register_bulk_callback
+
+    seen: list[str] = []
+    unregister = register_bulk_callback(seen.append)
+    try:
+        async with OpsServer(OpsSettings(host="127.0.0.1", port=0)) as server:
+            url = f"http://127.0.0.1:{server.port}{BULK_CALLBACK_PATH}"
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url, json={"id": "111", "status": "COMPLETED"}) as resp:
+                    assert resp.status == 200
+                async with http.post(url, json={"data": [{"details": {"id": 222}}]}) as resp:
+                    assert resp.status == 200
+                async with http.post(url + "?job_id=333") as resp:
+                    assert resp.status == 200
+                async with http.post(url, data=b"not json") as resp:
+                    assert resp.status == 400
+                async with http.post(url, json={"status": "COMPLETED"}) as resp:
+                    assert resp.status == 400
+                unregister()
+                async with http.post(url, json={"id": "444"}) as resp:
+                    assert resp.status == 200
+    finally:
+        unregister()
+    assert seen == ["111", "222", "333"]

@@ -941,20 +941,27 @@ class Sink:
     async def _drain(self, report: DrainReport, assign_timeout_s: float) -> None:
         consumer = self._consumer
         deadline = time.monotonic() + assign_timeout_s
+        early: list[tuple[Any, Any]] = []  # records returned by the call that joined the group
         while not self._assigned:
-            await consumer.getmany(timeout_ms=200)
+            data = await consumer.getmany(timeout_ms=200)
+            early.extend((tp, msg) for tp, msgs in data.items() for msg in msgs)
             if time.monotonic() > deadline:
                 raise DrainIncomplete(
                     "no partitions assigned to this drain run", code="NO_ASSIGNMENT"
                 )
         consumer.pause(*self._assigned)
         ends = await consumer.end_offsets(list(self._assigned))
+        self._window = Window(self._cfg.max_bulk_records, 1e9)
+        now = self._clock()
+        for tp, msg in early:
+            if tp in self._assigned and msg.offset < ends[tp]:
+                self._ingest(tp, msg, now)
+                report.events += 1
         remaining = set()
         for tp in self._assigned:
             if await consumer.position(tp) < ends[tp]:
                 remaining.add(tp)
         log.info("sink drain: %d partitions with a backlog", len(remaining))
-        self._window = Window(self._cfg.max_bulk_records, 1e9)
         if remaining:
             consumer.resume(*remaining)
         while remaining:

@@ -7,6 +7,13 @@ then measures, on the same WAL:
 - pg_recvlogical decoding it with pgoutput to /dev/null (the limit of logical decoding here);
 - streamsync capture: decode, assemble, produce to Kafka and wait for every ack (acks=all).
 Prints one JSON line per figure (design.md §5). Needs the dev stack (`dev/stack up`).
+
+Fairness: both sides start from a fresh slot at the same LSN, decode the same WAL with pgoutput
+proto_version=1 and the same publication, and both timings include connecting (pg_recvlogical:
+process start to exit at the end LSN; capture: ``run()`` to the last ack, with the producer
+start, about 0.1 s). pg_recvlogical runs first, so it reads the WAL from a colder cache. Other
+processes share the machine: every line carries the 1-minute load average, and
+``cpu_us_per_change`` (capture's own CPU time per change) is the figure least moved by them.
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ PG_RECVLOGICAL = shutil.which("pg_recvlogical") or "/usr/lib/postgresql/15/bin/p
 
 
 def emit(metric: str, value: float, unit: str, **extra: object) -> None:
-    line = {"bench": "capture", "metric": metric, "value": value, "unit": unit, **extra}
+    line = {
+        "bench": "capture",
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        **extra,
+        "load1": round(os.getloadavg()[0], 2),
+    }
     print(orjson.dumps(line).decode(), flush=True)
 
 
@@ -102,13 +116,16 @@ async def main(rows: int, txn_rows: int) -> None:
         emit("pg_recvlogical_changes_per_s", round(ref_rate), "1/s", rows=rows)
 
         capture = Capture(settings, until_idle=True)
+        cpu_before = _cpu_s()
         started = time.perf_counter()
         await capture.run()
         cap_s = time.perf_counter() - started
+        cpu_s = _cpu_s() - cpu_before
         assert capture.stats.events == rows, (capture.stats.events, rows)
         rate = rows / cap_s
         emit("changes_per_s", round(rate), "1/s", rows=rows, txn_rows=txn_rows)
         emit("ratio_vs_pg_recvlogical", round(rate / ref_rate, 3), "ratio")
+        emit("cpu_us_per_change", round(cpu_s / rows * 1e6, 2), "us", cpu_s=round(cpu_s, 2))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         emit("peak_rss_mb", round(peak_mb, 1), "MB", topic=change_topic(name, table))
     finally:
@@ -122,6 +139,11 @@ async def main(rows: int, txn_rows: int) -> None:
         await conn.execute(f"DROP TABLE IF EXISTS {table}")
         await conn.close()
         await _drop_topics(name)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _drop_topics(prefix: str) -> None:

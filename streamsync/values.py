@@ -87,6 +87,9 @@ def _timestamp(text: str) -> str:
 
 
 def _timestamptz(text: str) -> str:
+    if len(text) == 29 and text[26:] == "+00" and text[4] == "-" and text[10] == " ":
+        # Fastest path, a UTC session with microseconds: '2024-01-02 03:04:05.123456+00'.
+        return text[:10] + "T" + text[11:26] + "+00:00"
     if len(text) < 19 or text[4] != "-" or text.endswith(" BC"):
         return text
     if text.endswith("+00") and len(text) <= 29:

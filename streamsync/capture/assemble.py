@@ -13,6 +13,15 @@ transaction of any size passes through in constant memory.
 - An update that changes the key becomes a delete of the old key followed by a create.
 - Truncate: ``on_truncate="log"`` (default) only counts it (``truncates``), never a mass delete;
   ``"publish"`` emits one ``op="t"`` event per table.
+
+Hot path: ``Assembler.encode_dml(payload)`` takes the raw Insert/Update/Delete payload and returns
+the Kafka records (``Encoded``: table, op, key bytes, value bytes) without building a message, a
+tuple of values or a ``ChangeEvent``: each column is read from the bytes straight into the
+``after`` dict through the converter the Relation message chose. The bytes are identical to
+``encode_key``/``encode_change`` of the events ``feed`` returns (tests/unit/capture/test_assemble.py
+checks it on the recorded session). Anything unusual — an old tuple on update (key change,
+REPLICA IDENTITY FULL), binary values, a key column not sent, a filtered or unkeyed table, a
+malformed payload — takes the general path (``decode`` + ``feed``), which also raises its errors.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from streamsync.capture.pgoutput import (
     PG_EPOCH_US,
@@ -34,12 +45,61 @@ from streamsync.capture.pgoutput import (
     Truncate,
     TupleValue,
     Update,
+    decode,
 )
 from streamsync.errors import CaptureError, DecodeError
-from streamsync.events import ChangeEvent, Position
+from streamsync.events import ChangeEvent, Position, encode_change, encode_key, format_lsn
 from streamsync.values import converter, identity
 
-__all__ = ["Assembler", "TableShape"]
+__all__ = ["Assembler", "Encoded", "TableShape"]
+
+Encoded = tuple[str, str, bytes, bytes]
+"""One Kafka record of a change event: (table, op, key bytes, value bytes)."""
+
+_EMPTY: list[str] = []  # shared "unchanged" of the hot path: never mutated
+
+
+class _Fallback(Exception):
+    """The hot path does not handle this payload: take decode + feed."""
+
+
+def _read_tuple(
+    buf: bytes,
+    pos: int,
+    names: tuple[str, ...],
+    converters: tuple[Callable[[str], Any] | None, ...],
+) -> tuple[dict[str, Any], list[str]]:
+    """(after, unchanged) of the pgoutput TupleData at ``pos``, values converted on the way."""
+    if (buf[pos] << 8) | buf[pos + 1] != len(names):
+        raise _Fallback
+    pos += 2
+    size = len(buf)
+    after: dict[str, Any] = {}
+    unchanged = _EMPTY
+    for name, conv in zip(names, converters):  # noqa: B905 - the count was checked
+        kind = buf[pos]
+        if kind == 0x74:  # 't' text
+            start = pos + 5
+            pos = start + (
+                (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
+            )
+            if pos > size:
+                raise _Fallback
+            if conv is None:
+                after[name] = buf[start:pos].decode()
+            else:
+                after[name] = conv(buf[start:pos].decode())
+        elif kind == 0x6E:  # 'n' null
+            after[name] = None
+            pos += 1
+        elif kind == 0x75:  # 'u' unchanged TOAST
+            if unchanged is _EMPTY:
+                unchanged = []
+            unchanged.append(name)
+            pos += 1
+        else:  # binary or unknown: the general path keeps it visible or raises
+            raise _Fallback
+    return after, unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +110,18 @@ class TableShape:
     names: tuple[str, ...]
     converters: tuple[Callable[[str], Any] | None, ...]  # None: the text is the value
     key_index: tuple[int, ...]
+    key_names: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, rel: Relation) -> TableShape:
         convs = (converter(c.type_oid) for c in rel.columns)
+        key_index = tuple(i for i, c in enumerate(rel.columns) if c.is_key)
         return cls(
             source=rel.source,
             names=tuple(c.name for c in rel.columns),
             converters=tuple(None if conv is identity else conv for conv in convs),
-            key_index=tuple(i for i, c in enumerate(rel.columns) if c.is_key),
+            key_index=key_index,
+            key_names=tuple(rel.columns[i].name for i in key_index),
         )
 
     def row(self, values: tuple[TupleValue, ...]) -> tuple[dict[str, Any], list[str]]:
@@ -110,7 +173,9 @@ class Assembler:
         self._tables = frozenset(tables) if tables is not None else None
         self._on_truncate = on_truncate
         self._shapes: dict[int, TableShape] = {}
+        self._fast: dict[int, TableShape] = {}  # wanted and keyed: the hot path may take them
         self._lsn = 0
+        self._lsn_text = format_lsn(0)
         self._xid: int | None = None
         self._ts_ms = 0
         self._seq = 0
@@ -140,6 +205,7 @@ class Assembler:
                 raise DecodeError("Begin inside a transaction")
             self.in_transaction = True
             self._lsn = msg.final_lsn
+            self._lsn_text = format_lsn(msg.final_lsn)
             self._xid = msg.xid
             self._ts_ms = (msg.commit_ts + PG_EPOCH_US) // 1000
             self._seq = 0
@@ -148,13 +214,86 @@ class Assembler:
             self.in_transaction = False
             return []
         if isinstance(msg, Relation):
-            self._shapes[msg.oid] = TableShape.of(msg)
+            shape = self._shapes[msg.oid] = TableShape.of(msg)
+            wanted = self._tables is None or shape.source in self._tables
+            if wanted and shape.key_index:
+                self._fast[msg.oid] = shape
+            else:
+                self._fast.pop(msg.oid, None)
             return []
         if isinstance(msg, Truncate):
             return self._truncate(msg)
         if isinstance(msg, StreamStart):
             raise CaptureError("streamed transaction received, but capture asked for protocol 1")
         return []  # Origin, Type, LogicalMessage (heartbeats), Unsupported
+
+    # -- hot path -------------------------------------------------------------------------
+    def encode_dml(self, payload: bytes) -> list[Encoded]:
+        """The Kafka records of one Insert/Update/Delete payload (protocol 1, not streamed).
+
+        Same records, same positions and same errors as ``feed(decode(payload))`` followed by
+        ``encode_key``/``encode_change`` (see the module docstring).
+
+        Raises:
+            DecodeError: malformed payload, unknown relation, key column not sent.
+        """
+        try:
+            return [self._encode_fast(payload)]
+        except Exception:  # _Fallback, or malformed: the general path decides (and raises)
+            pass
+        return [
+            (e.table, e.op, encode_key(e.key), encode_change(e)) for e in self.feed(decode(payload))
+        ]
+
+    def _encode_fast(self, buf: bytes) -> Encoded:
+        # Raises _Fallback (or IndexError, ...) before changing any state.
+        if not self.in_transaction:
+            raise _Fallback
+        shape = self._fast[(buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]]
+        tag = buf[0]
+        kind = buf[5]
+        after: dict[str, Any] | None
+        if tag == 0x49:  # 'I'
+            if kind != 0x4E:
+                raise _Fallback
+            after, unchanged = _read_tuple(buf, 6, shape.names, shape.converters)
+            op = "c"
+            row = after
+        elif tag == 0x55:  # 'U' with the new tuple only: the key did not change
+            if kind != 0x4E:
+                raise _Fallback
+            after, unchanged = _read_tuple(buf, 6, shape.names, shape.converters)
+            op = "u"
+            row = after
+        elif tag == 0x44:  # 'D'
+            if kind != 0x4B and kind != 0x4F:
+                raise _Fallback
+            row, _ = _read_tuple(buf, 6, shape.names, shape.converters)
+            after = None
+            unchanged = _EMPTY
+            op = "d"
+        else:
+            raise _Fallback
+        key_names = shape.key_names
+        # KeyError when a key column was not sent (unchanged TOAST): the general path raises.
+        key = [row[key_names[0]]] if len(key_names) == 1 else [row[n] for n in key_names]
+        key_bytes = orjson.dumps(key)
+        seq = self._seq
+        value = orjson.dumps(
+            {
+                "op": op,
+                "table": shape.source,
+                "key": key,
+                "after": after,
+                "unchanged": unchanged,
+                "pos": {"lsn": self._lsn_text, "seq": seq},
+                "xid": self._xid,
+                "ts_ms": self._ts_ms,
+                "source": "stream",
+            }
+        )
+        self._seq = seq + 1
+        return shape.source, op, key_bytes, value
 
     # -- DML ------------------------------------------------------------------------------
     def _wanted(self, shape: TableShape) -> bool:

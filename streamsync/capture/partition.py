@@ -13,15 +13,18 @@ __all__ = ["murmur2", "partition_for"]
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
+# Little-endian 32-bit word layouts for keys up to 255 bytes, compiled once (hot path).
+_WORDS = tuple(struct.Struct(f"<{n}I").unpack_from for n in range(64))
 
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (seed 0x9747B28C) of ``data`` as an unsigned 32-bit int."""
     length = len(data)
     h = (0x9747B28C ^ length) & _MASK
-    words = length // 4
+    words = length >> 2
     if words:
-        for k in struct.unpack_from(f"<{words}I", data):
+        unpack = _WORDS[words] if words < 64 else struct.Struct(f"<{words}I").unpack_from
+        for k in unpack(data):
             k = (k * _M) & _MASK
             k ^= k >> 24
             k = (k * _M) & _MASK

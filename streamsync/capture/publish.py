@@ -14,6 +14,12 @@ memory stays bounded whatever the transaction size. A failed batch is kept and r
 ``check()``: the role fails and restarts from the slot's flushed position (nothing past the
 failed events was confirmed).
 
+The hot path is synchronous: ``append(record, txn)`` takes an already encoded record
+(``Assembler.encode_dml``) and returns False when it cannot go on without waiting — unknown
+topic, full batch, un-acked cap reached; the caller then awaits ``publish_encoded``, which does
+the same with the waiting. Batches are closed before ``send_batch``, so the sender ships them at
+once instead of lingering: a read batch is already the natural batch.
+
 Cancelling ``publish()``/``flush()`` loses nothing durable: events that were not acknowledged
 hold the slot's flush position back.
 """
@@ -21,11 +27,13 @@ hold the slot's flush position back.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from streamsync.capture.acks import AckTracker, Txn
+from streamsync.capture.assemble import Encoded
 from streamsync.capture.partition import murmur2
 from streamsync.errors import PublishError
 from streamsync.events import ChangeEvent, encode_change, encode_key
@@ -77,6 +85,7 @@ class Publisher:
         self._room.set()
         self._topics: dict[str, tuple[str, list[int]]] = {}
         self._open: dict[tuple[str, int], _Open] = {}
+        self._opened_at = 0.0  # monotonic time the oldest open batch was created
         self._error: BaseException | None = None
         self.published = 0
         self.batches = 0
@@ -98,6 +107,43 @@ class Publisher:
 
     async def publish(self, event: ChangeEvent, txn: Txn) -> None:
         """Append one event to its partition's open batch; its ack will ack ``txn``."""
+        await self.publish_encoded(
+            (event.table, event.op, encode_key(event.key), encode_change(event)), txn
+        )
+
+    def append(self, record: Encoded, txn: Txn) -> bool:
+        """Append one encoded record without waiting; False: await ``publish_encoded`` instead.
+
+        Nothing is changed when it returns False.
+        """
+        acks = self._acks
+        if acks.inflight >= self._max_inflight:
+            return False
+        table, op, key, value = record
+        target = self._topics.get(table)
+        if target is None:
+            return False
+        topic, partitions = target
+        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        slot = (topic, partition)
+        batch = self._open.get(slot)
+        if batch is None:
+            batch = self._new_batch(slot, table)
+        if batch.builder.append(timestamp=None, key=key, value=value) is None:
+            return False  # the builder is closed now: publish_encoded sends it
+        acks.add(txn)
+        ops = batch.ops
+        ops[op] = ops.get(op, 0) + 1
+        counts = batch.counts
+        if counts and counts[-1][0] is txn:
+            counts[-1][1] += 1
+        else:
+            counts.append([txn, 1])
+        self.published += 1
+        return True
+
+    async def publish_encoded(self, record: Encoded, txn: Txn) -> None:
+        """Append one encoded record, waiting for room (un-acked cap, full batch) if needed."""
         acks = self._acks
         if acks.inflight >= self._max_inflight:
             await self.flush()
@@ -105,29 +151,34 @@ class Publisher:
                 self._room.clear()
                 await self._room.wait()
             self.check()
-        target = self._topics.get(event.table)
+        table, op, key, value = record
+        target = self._topics.get(table)
         if target is None:
-            target = await self._topic(event.table)
+            target = await self._topic(table)
         topic, partitions = target
-        key = encode_key(event.key)
-        value = encode_change(event)
         partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
-            batch = self._open[slot] = _Open(
-                self._producer.create_batch(), event.table, topic, partition
-            )
+            batch = self._new_batch(slot, table)
         if batch.builder.append(timestamp=None, key=key, value=value) is None:
             await self._send(slot)
-            batch = self._open[slot] = _Open(
-                self._producer.create_batch(), event.table, topic, partition
-            )
+            batch = self._new_batch(slot, table)
             if batch.builder.append(timestamp=None, key=key, value=value) is None:
                 raise PublishError(f"event of {len(value)} bytes does not fit in a batch")
         acks.add(txn)
-        batch.count(txn, event.op)
+        batch.count(txn, op)
         self.published += 1
+
+    def _new_batch(self, slot: tuple[str, int], table: str) -> _Open:
+        if not self._open:
+            self._opened_at = time.monotonic()
+        batch = self._open[slot] = _Open(self._producer.create_batch(), table, slot[0], slot[1])
+        return batch
+
+    def open_age(self) -> float:
+        """Seconds since the oldest open batch was created (0 with none open)."""
+        return time.monotonic() - self._opened_at if self._open else 0.0
 
     async def flush(self) -> None:
         """Hand every open batch to the producer (waits while a partition's queue is full)."""
@@ -138,6 +189,7 @@ class Publisher:
         batch = self._open.pop(slot)
         if not batch.counts:
             return
+        batch.builder.close()  # complete: no linger in the sender
         try:
             fut = await self._producer.send_batch(
                 batch.builder, batch.topic, partition=batch.partition

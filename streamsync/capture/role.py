@@ -53,6 +53,9 @@ __all__ = ["Capture", "CaptureStats"]
 log = logging.getLogger("streamsync.capture")
 
 _READ_BATCH = 2000
+# While reads come back full (a backlog), batches are sent when full; a partial one waits at
+# most this long, so a quiet partition next to a busy one is not held back.
+_MAX_OPEN_S = 0.05
 _SHUTDOWN_TIMEOUT_S = 30.0
 
 
@@ -190,12 +193,27 @@ class Capture:
             metrics.CAPTURE_INFLIGHT_EVENTS.set(acks.inflight)
             payloads = await source.read_batch(_READ_BATCH, wait_s)
             if not payloads:
+                await publisher.flush()
                 if txn is None and not self._replay:
                     acks.idle(source.wal_end)
                 if self._until_idle and self._idle_reached(source):
                     return
                 continue
+            encode_dml = asm.encode_dml
+            append = publisher.append
+            tables = stats.tables
             for payload in payloads:
+                tag = payload[0]
+                if tag == 0x49 or tag == 0x55 or tag == 0x44:  # Insert, Update, Delete: hot path
+                    for record in encode_dml(payload):
+                        if txn is None:
+                            raise CaptureError("change outside a transaction")
+                        if not append(record, txn):
+                            await publisher.publish_encoded(record, txn)
+                        stats.events += 1
+                        table = record[0]
+                        tables[table] = tables.get(table, 0) + 1
+                    continue
                 msg = decode(payload)
                 if isinstance(msg, Begin):
                     txn = acks.begin(msg.final_lsn)
@@ -235,7 +253,12 @@ class Capture:
                         "truncate captured; not propagated as deletes",
                         extra={"tables": asm.truncated_tables[-5:], "count": asm.truncates},
                     )
-            await publisher.flush()
+            if len(payloads) < _READ_BATCH or publisher.open_age() >= _MAX_OPEN_S:
+                await publisher.flush()  # caught up with the server (or a batch waited long)
+            else:
+                # A backlog: keep filling the open batches, but let the loop run the producer's
+                # sender and the ack callbacks, so Kafka works while the next batch is decoded.
+                await asyncio.sleep(0)
             if self._until_idle and self._marker_txn is not None:
                 return  # everything up to the marker was read; run() drains and flushes
 

@@ -20,7 +20,7 @@ from streamsync.capture.pgoutput import (
     decode,
 )
 from streamsync.errors import CaptureError, DecodeError
-from streamsync.events import ChangeEvent
+from streamsync.events import ChangeEvent, encode_change, encode_key
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "pgoutput_session.jsonl"
 
@@ -157,3 +157,107 @@ def test_seq_restarts_per_transaction_and_update_without_old() -> None:
     assert [e.pos.seq for e in a + b] == [0, 1]
     assert c == [] and d[0].pos.lsn == 200 and d[0].pos.seq == 0
     assert b[0].after == {"id": 1, "v": None}
+
+
+# -- hot path: encode_dml(payload) == encode(feed(decode(payload))) --------------------------
+def _records(
+    asm: Assembler, payloads: list[bytes], fast: bool
+) -> list[tuple[str, str, bytes, bytes]]:
+    out: list[tuple[str, str, bytes, bytes]] = []
+    for payload in payloads:
+        if fast and payload[:1] in (b"I", b"U", b"D"):
+            out.extend(asm.encode_dml(payload))
+        else:
+            events = asm.feed(decode(payload))
+            out.extend((e.table, e.op, encode_key(e.key), encode_change(e)) for e in events)
+    return out
+
+
+@pytest.mark.parametrize("tables", [None, ["public.rec_orders"], ["public.other"]])
+def test_encode_dml_matches_the_general_path(tables: list[str] | None) -> None:
+    payloads = session()
+    general = Assembler(tables, on_truncate="publish")
+    fast = Assembler(tables, on_truncate="publish")
+    expected = _records(general, payloads, fast=False)
+    assert _records(fast, payloads, fast=True) == expected
+    assert len(expected) == (0 if tables == ["public.other"] else 10)
+    assert fast.skipped_unkeyed == general.skipped_unkeyed
+
+
+def _payload(tag: bytes, relid: int, *tuples: tuple[bytes, list[bytes | None]]) -> bytes:
+    out = tag + relid.to_bytes(4, "big")
+    for kind, cols in tuples:
+        out += kind + len(cols).to_bytes(2, "big")
+        for col in cols:
+            if col is None:
+                out += b"n"
+            elif col == b"<u>":
+                out += b"u"
+            elif col.startswith(b"<b>"):
+                out += b"b" + (len(col) - 3).to_bytes(4, "big") + col[3:]
+            else:
+                out += b"t" + len(col).to_bytes(4, "big") + col
+    return out
+
+
+KEYED2 = Relation(
+    9,
+    "public",
+    "k2",
+    "d",
+    (Column("a", 23, -1, True), Column("b", 25, -1, True), Column("v", 3802, -1, False)),
+)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _payload(b"I", 9, (b"N", [b"1", b"x", b'{"z": [1, 2]}'])),
+        _payload(b"I", 9, (b"N", [b"1", b"\xc3\xa9t\xc3\xa9", None])),
+        _payload(b"U", 9, (b"N", [b"1", b"x", b"<u>"])),  # unchanged TOAST value
+        _payload(b"U", 9, (b"K", [b"1", b"x", None]), (b"N", [b"2", b"x", b"[]"])),  # key change
+        _payload(b"U", 9, (b"O", [b"1", b"x", b"1"]), (b"N", [b"1", b"x", b"2"])),  # FULL
+        _payload(b"D", 9, (b"K", [b"1", b"x", None])),
+        _payload(b"D", 9, (b"O", [b"1", b"x", b"{}"])),
+        _payload(b"I", 9, (b"N", [b"1", b"x", b"<b>\x01\x02"])),  # binary value
+    ],
+)
+def test_encode_dml_edge_cases_match(payload: bytes) -> None:
+    general, fast = Assembler(), Assembler()
+    for asm in (general, fast):
+        asm.feed(KEYED2)
+        asm.feed(Begin(0x1_0000_0000, 0, 5))
+        asm.feed(Insert(9, ("0", "w", None)))  # seq 0: the hot path continues from seq 1
+    assert _records(fast, [payload] * 2, fast=True) == _records(general, [payload] * 2, fast=False)
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (_payload(b"I", 99, (b"N", [b"1"])), "before its Relation"),
+        (_payload(b"I", 9, (b"N", [b"1", b"x"])), "columns"),
+        (_payload(b"U", 9, (b"N", [b"<u>", b"x", None])), "was not sent"),
+        (_payload(b"I", 9, (b"N", [b"1", b"x", b"y"]))[:-1], "overruns"),
+        (_payload(b"I", 9, (b"N", [b"1", b"x", b"{bad"])), None),
+    ],
+)
+def test_encode_dml_raises_what_the_general_path_raises(payload: bytes, match: str | None) -> None:
+    asm = Assembler()
+    asm.feed(KEYED2)
+    asm.feed(Begin(100, 0, 1))
+    with pytest.raises((DecodeError, ValueError), match=match):
+        asm.encode_dml(payload)
+    assert asm.encode_dml(_payload(b"I", 9, (b"N", [b"1", b"x", None])))[0][3].count(b'"seq":0')
+
+
+def test_plain_dml_takes_the_hot_path() -> None:
+    asm = Assembler()
+    asm.feed(KEYED2)
+    asm.feed(Begin(100, 0, 1))
+    for payload, want in (
+        (_payload(b"I", 9, (b"N", [b"1", b"x", b"{}"])), "c"),
+        (_payload(b"U", 9, (b"N", [b"1", b"x", b"<u>"])), "u"),
+        (_payload(b"D", 9, (b"K", [b"1", b"x", None])), "d"),
+    ):
+        table, op, key, _ = asm._encode_fast(payload)  # raises when it would fall back
+        assert (table, op, key) == ("public.k2", want, b'[1,"x"]')

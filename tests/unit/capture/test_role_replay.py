@@ -56,13 +56,18 @@ class _Batch:
         self.records: list[tuple[bytes, bytes]] = []
         self.size = size
         self.appended = appended
+        self.closed = False
 
     def append(self, *, timestamp: Any, key: bytes, value: bytes) -> object | None:
-        if len(self.records) >= self.size:
+        if self.closed or len(self.records) >= self.size:
+            self.closed = True  # as aiokafka's BatchBuilder: a full batch takes no more
             return None
         self.records.append((key, value))
         self.appended.append(value)
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class ShuffledProducer:

@@ -32,7 +32,7 @@ def create_consumer(kafka: KafkaSettings, sink: SinkSettings, **overrides: Any) 
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
-        "session_timeout_ms": 30_000,
+        "session_timeout_ms": 10_000,  # a killed member is evicted within 10 s
         "heartbeat_interval_ms": 3_000,
         "rebalance_timeout_ms": int((REVOKE_BUDGET_S + 15) * 1000),
         "max_poll_interval_ms": 600_000,

@@ -179,14 +179,6 @@ async def publish_dead_letter(
         source=source,
     )
     await producer.send_and_wait(dlq_topic(prefix), value=value, key=key)
-    try:
-        from streamsync.ops import metrics
-
-        counter = getattr(metrics, "DLQ_RECORDS", None)
-        if counter is not None:
-            counter.labels(origin=origin, reason=reason_code).inc()
-    except Exception:  # metrics are best effort
-        pass
 
 
 async def _read_topic(

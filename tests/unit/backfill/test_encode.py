@@ -158,3 +158,20 @@ def test_digest_hash_of_values_equals_row_hash() -> None:
     digest.add_values(1, list(row.values()))
     assert digest.hash_of(0) == row_hash(row) == row_hash_values(list(row.values()))
     assert row_hash(row | {"name": "y"}) != row_hash(row)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_csv_text_is_what_csv_writer_writes(width: int) -> None:
+    import csv
+    import io
+    import itertools
+
+    from streamsync.backfill.read import csv_text
+
+    cells = ["", "a", " b ", "a,b", 'say "hi"', "x\ny", "x\r\ny", "\t", "é", ",", '"', "-1.5"]
+    rows = [list(combo) for combo in itertools.product(cells, repeat=min(width, 2))]
+    rows = [(r * width)[:width] for r in rows]
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\n").writerows(rows)
+    assert csv_text(rows, width) == expected.getvalue()
+    assert csv_text([], width) == ""

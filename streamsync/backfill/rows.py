@@ -1,5 +1,10 @@
 """asyncpg Python values → the canonical JSON values of docs/CONTRACTS.md. Pure.
 
+The backfill's reader no longer uses :class:`RowConverter`: ``read.TextRowConverter`` selects
+every column but ints and bools as text and converts it with :mod:`streamsync.values` (much
+cheaper than building datetime and Decimal objects). This module stays for callers holding
+natively decoded values, and its :func:`Column` describes a table's columns.
+
 The backfill reads natively only the types whose Python form maps back to Postgres's text form
 without loss (ints, bool, float8, numeric, text, uuid, date, timestamps, json, bytea and 1-D
 arrays of those); every other column is selected as ``col::text`` and goes through

@@ -18,7 +18,10 @@ The hot path is synchronous: ``append(record, txn)`` takes an already encoded re
 (``Assembler.encode_dml``) and returns False when it cannot go on without waiting — unknown
 topic, full batch, un-acked cap reached; the caller then awaits ``publish_encoded``, which does
 the same with the waiting. Batches are closed before ``send_batch``, so the sender ships them at
-once instead of lingering: a read batch is already the natural batch.
+once instead of lingering. Between read batches the role calls ``flush_ready()``: only
+partitions whose previous batch is acknowledged are sent, the others keep filling (bigger
+batches under load, and the read loop never waits for the broker there); ``flush()`` — when
+caught up, idle, or an open batch is older than the role's limit — sends everything.
 
 Cancelling ``publish()``/``flush()`` loses nothing durable: events that were not acknowledged
 hold the slot's flush position back.
@@ -46,7 +49,7 @@ __all__ = ["Publisher"]
 class _Open:
     """One batch being filled for a topic-partition, and the events it holds per transaction."""
 
-    __slots__ = ("builder", "counts", "ops", "partition", "table", "topic")
+    __slots__ = ("builder", "counts", "created", "ops", "partition", "table", "topic")
 
     def __init__(self, builder: Any, table: str, topic: str, partition: int) -> None:
         self.builder = builder
@@ -55,6 +58,7 @@ class _Open:
         self.partition = partition
         self.counts: list[list[Any]] = []  # [txn, n], consecutive events of one txn merged
         self.ops: dict[str, int] = {}
+        self.created = time.monotonic()
 
     def count(self, txn: Txn, op: str) -> None:
         self.ops[op] = self.ops.get(op, 0) + 1
@@ -85,7 +89,7 @@ class Publisher:
         self._room.set()
         self._topics: dict[str, tuple[str, list[int]]] = {}
         self._open: dict[tuple[str, int], _Open] = {}
-        self._opened_at = 0.0  # monotonic time the oldest open batch was created
+        self._unacked: dict[tuple[str, int], int] = {}  # batches sent and not acked, per slot
         self._error: BaseException | None = None
         self.published = 0
         self.batches = 0
@@ -171,14 +175,29 @@ class Publisher:
         self.published += 1
 
     def _new_batch(self, slot: tuple[str, int], table: str) -> _Open:
-        if not self._open:
-            self._opened_at = time.monotonic()
         batch = self._open[slot] = _Open(self._producer.create_batch(), table, slot[0], slot[1])
         return batch
 
+    @property
+    def open_batches(self) -> int:
+        """Batches being filled, not handed to the producer yet."""
+        return len(self._open)
+
     def open_age(self) -> float:
         """Seconds since the oldest open batch was created (0 with none open)."""
-        return time.monotonic() - self._opened_at if self._open else 0.0
+        if not self._open:
+            return 0.0
+        return time.monotonic() - min(batch.created for batch in self._open.values())
+
+    async def flush_ready(self) -> None:
+        """Send the open batches of partitions with no batch awaiting its ack; keep the others.
+
+        Never waits for Kafka: a partition's next batch keeps filling while the previous one is
+        in flight (adaptive batching under load); ``flush()`` sends everything.
+        """
+        unacked = self._unacked
+        for slot in [slot for slot in self._open if not unacked.get(slot)]:
+            await self._send(slot)
 
     async def flush(self) -> None:
         """Hand every open batch to the producer (waits while a partition's queue is full)."""
@@ -199,9 +218,11 @@ class Publisher:
             self.check()
             raise
         self.batches += 1
-        fut.add_done_callback(lambda f, b=batch: self._on_ack(f, b))
+        self._unacked[slot] = self._unacked.get(slot, 0) + 1
+        fut.add_done_callback(lambda f, b=batch, s=slot: self._on_ack(f, b, s))
 
-    def _on_ack(self, fut: asyncio.Future[Any], batch: _Open) -> None:
+    def _on_ack(self, fut: asyncio.Future[Any], batch: _Open, slot: tuple[str, int]) -> None:
+        self._unacked[slot] -= 1
         if fut.cancelled():
             self._error = self._error or asyncio.CancelledError("produce cancelled")
         elif fut.exception() is not None:

@@ -53,9 +53,11 @@ __all__ = ["Capture", "CaptureStats"]
 log = logging.getLogger("streamsync.capture")
 
 _READ_BATCH = 2000
-# While reads come back full (a backlog), batches are sent when full; a partial one waits at
-# most this long, so a quiet partition next to a busy one is not held back.
-_MAX_OPEN_S = 0.05
+# A partition's batch is sent when its previous one is acknowledged (or when full). Under a
+# backlog it waits at most _MAX_OPEN_S for that ack before everything is flushed; once the
+# stream pauses for _IDLE_FLUSH_S (the old linger_ms), everything is flushed too.
+_MAX_OPEN_S = 0.1
+_IDLE_FLUSH_S = 0.005
 _SHUTDOWN_TIMEOUT_S = 30.0
 
 
@@ -191,7 +193,11 @@ class Capture:
             publisher.check()
             HEALTH.beat("capture.read", max_age_s=max(30.0, 3 * interval))
             metrics.CAPTURE_INFLIGHT_EVENTS.set(acks.inflight)
-            payloads = await source.read_batch(_READ_BATCH, wait_s)
+            # Open batches (their partition's previous batch was in flight) are flushed as soon
+            # as a read finds nothing for _IDLE_FLUSH_S.
+            payloads = await source.read_batch(
+                _READ_BATCH, _IDLE_FLUSH_S if publisher.open_batches else wait_s
+            )
             if not payloads:
                 await publisher.flush()
                 if txn is None and not self._replay:
@@ -253,12 +259,13 @@ class Capture:
                         "truncate captured; not propagated as deletes",
                         extra={"tables": asm.truncated_tables[-5:], "count": asm.truncates},
                     )
-            if len(payloads) < _READ_BATCH or publisher.open_age() >= _MAX_OPEN_S:
-                await publisher.flush()  # caught up with the server (or a batch waited long)
+            if publisher.open_age() >= _MAX_OPEN_S:
+                await publisher.flush()
             else:
-                # A backlog: keep filling the open batches, but let the loop run the producer's
-                # sender and the ack callbacks, so Kafka works while the next batch is decoded.
-                await asyncio.sleep(0)
+                await publisher.flush_ready()  # partitions with nothing in flight; never waits
+            # Let the loop run the producer's sender and the ack callbacks (a read that finds
+            # data does not yield), so Kafka works while the next batch is decoded.
+            await asyncio.sleep(0)
             if self._until_idle and self._marker_txn is not None:
                 return  # everything up to the marker was read; run() drains and flushes
 

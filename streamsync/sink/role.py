@@ -94,6 +94,7 @@ class SinkStats:
     dead_letters: int = 0
     skipped_stale: int = 0
     commits: int = 0
+    revokes: int = 0
     flush_reasons: dict[str, int] = field(default_factory=dict)
     # commit-to-CRM latency of synced records (ms), the most recent ones (benchmarks, demo)
     latencies_ms: list[float] = field(default_factory=list)
@@ -432,6 +433,7 @@ class Sink:
         """Flush the window, wait for its outcomes (within the revoke budget), commit."""
         if not revoked:
             return
+        self.stats.revokes += 1
         if self._bulk_mode and self._bulk_task is None:
             self._end_bulk_mode()
         if self._tg is not None:

@@ -165,3 +165,42 @@ async def test_a_large_backlog_goes_through_bulk_write(
         stats = crm_sim.state.stats()
         assert len(stats["bulk_jobs"]) == 1
         assert stats["credits_used"] <= 600  # one job (500) + a few calls, not ~730 upsert credits
+
+
+async def test_a_second_sink_joining_triggers_a_revoke_flush_without_loss_or_duplicates(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    import asyncio
+
+    from tests.helpers import wait_for
+
+    crm_sim.configure(latency_ms=20)  # calls are in flight when the rebalance comes
+    async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim, partitions=4) as env:
+        events, final = make_changes(6000, 800, seed=9)
+        events = _retable(events, env.table)
+        first, second = Sink(env.settings), Sink(env.settings)
+        t1 = asyncio.create_task(first.run())
+        try:
+            await env.produce(events[:3000])
+            await wait_for(lambda: first.stats.records_sent > 0, timeout=30)
+            t2 = asyncio.create_task(second.run())
+            try:
+                # the first sink flushed and committed on revoke; both now own partitions
+                await wait_for(lambda: first.stats.revokes >= 1, timeout=60)
+                await wait_for(lambda: second._assigned and first._assigned, timeout=60)
+                await env.produce(events[3000:])
+                expected = expected_crm(env.settings, final)
+                await wait_for(
+                    lambda: differences(expected, crm_view(crm_sim)) == [],
+                    timeout=60,
+                    message=lambda: "; ".join(differences(expected, crm_view(crm_sim))[:5]),
+                )
+                await wait_for(lambda: second.stats.records_sent > 0, timeout=30)
+            finally:
+                second.stop()
+                await t2
+        finally:
+            first.stop()
+            await t1
+        assert first.stats.commits > 0 and second.stats.commits > 0
+        crm_view(crm_sim)  # one record per parent_id

@@ -934,17 +934,30 @@ class Sink:
             schema, rel = table.schema_name, table.table_name
             flag = table.sync_flag_column
             pk = table.external_id.column
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_logical_emit_message(true, $1, $2)", WRITEBACK_MESSAGE_PREFIX, name
-                )
-                for value, keys in groups.items():
+            rel_q = f'"{schema}"."{rel}"'
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SET LOCAL lock_timeout = '2s'")
                     await conn.execute(
-                        f'UPDATE "{schema}"."{rel}" SET "{flag}" = $1 '
-                        f'WHERE "{pk}"::text = ANY($2::text[]) AND "{flag}" IS DISTINCT FROM $1',
-                        value,
-                        [str(k) for k in keys],
+                        "SELECT pg_logical_emit_message(true, $1, $2)",
+                        WRITEBACK_MESSAGE_PREFIX,
+                        name,
                     )
+                    for value, keys in groups.items():
+                        # SKIP LOCKED: a row a user transaction holds is being changed right
+                        # now; its new version is synced (and flagged) after it. No deadlocks.
+                        await conn.execute(
+                            f'UPDATE {rel_q} SET "{flag}" = $1 WHERE "{pk}" IN ('
+                            f'SELECT "{pk}" FROM {rel_q} WHERE "{pk}"::text = ANY($2::text[]) '
+                            f'AND "{flag}" IS DISTINCT FROM $1 ORDER BY "{pk}" '
+                            "FOR UPDATE SKIP LOCKED)",
+                            value,
+                            [str(k) for k in keys],
+                        )
+            except Exception as exc:  # a side effect: never blocks the partition
+                if not _is_pg_error(exc):
+                    raise
+                log.warning("sink: sync flag write-back skipped (%s)", type(exc).__name__)
 
     # ------------------------------------------------------------------ drain ----
     async def _drain(self, report: DrainReport, assign_timeout_s: float) -> None:
@@ -1065,6 +1078,12 @@ def _ext_record(table: TableSettings, entry: Entry) -> dict[str, Any]:
 def _has_nulls(table: TableSettings, entry: Entry) -> bool:
     after = entry.after or {}
     return any(after.get(col, 0) is None for col in table.fields if col in after)
+
+
+def _is_pg_error(exc: BaseException) -> bool:
+    import asyncpg
+
+    return isinstance(exc, asyncpg.PostgresError)
 
 
 def _write_zip(rows: list[list[str]], columns: list[str], path: Path) -> None:

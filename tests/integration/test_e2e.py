@@ -169,3 +169,41 @@ async def test_changes_made_while_the_sink_is_stopped_go_through_bulk_write(
         # one job (500) plus a few 1-credit calls (upload, job status, result download)
         assert stats["credits_used"] <= upsert_cost / 4 + 10, stats["credits_used"]
         assert sum(crm_sim.state.records_per_call("upsert")) == 0
+
+
+async def test_sync_flag_is_written_back_without_a_capture_loop(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    async with e2e_env(
+        unique_name,
+        pg_dsn,
+        kafka_bootstrap,
+        crm_sim,
+        sink=NO_BULK,
+        table_extra={"sync_flag_column": "synced"},
+    ) as env:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(f"ALTER TABLE {env.table} ADD COLUMN synced boolean")
+        finally:
+            await conn.close()
+        async with running(Capture(env.settings), Sink(env.settings)):
+            await make_table_changes(pg_dsn, env.table, 2_000, 500, delete_rate=0, seed=4)
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                await conn.execute(
+                    f"UPDATE {env.table} SET order_number = 'POISON' WHERE id = ANY($1::bigint[])",
+                    [1, 2, 3],
+                )
+
+                async def flags_final() -> bool:
+                    rows = await conn.fetch(f"SELECT id, synced FROM {env.table}")
+                    return all(r["synced"] is (r["id"] > 3) for r in rows)
+
+                await wait_for(flags_final, timeout=60, message="sync flags not written back")
+            finally:
+                await conn.close()
+        rows = await env.table_rows()
+        upserted = sum(crm_sim.state.records_per_call("upsert"))
+        # at most one extra (coalesced) round per flag flip, never an endless loop
+        assert upserted <= 2 * len(rows) + 2_000, upserted

@@ -39,6 +39,7 @@ from streamsync.capture.pgoutput import (
     Commit,
     Delete,
     Insert,
+    LogicalMessage,
     Message,
     Relation,
     StreamStart,
@@ -51,7 +52,11 @@ from streamsync.errors import CaptureError, DecodeError
 from streamsync.events import ChangeEvent, Position, encode_change, encode_key, format_lsn
 from streamsync.values import converter, identity
 
-__all__ = ["Assembler", "Encoded", "TableShape"]
+__all__ = ["WRITEBACK_PREFIX", "Assembler", "Encoded", "TableShape"]
+
+# The sink's sync-flag write-back transactions start with a transactional logical message of
+# this prefix (content: the table); capture drops their row changes of that table (no loop).
+WRITEBACK_PREFIX = "streamsync.writeback"
 
 Encoded = tuple[str, str, bytes, bytes]
 """One Kafka record of a change event: (table, op, key bytes, value bytes)."""
@@ -183,6 +188,8 @@ class Assembler:
         self.truncates = 0
         self.truncated_tables: list[str] = []
         self.skipped_unkeyed = 0
+        self.skipped_writeback = 0
+        self._writeback_tables: frozenset[str] = frozenset()
 
     def shape(self, relation_oid: int) -> TableShape:
         try:
@@ -194,12 +201,23 @@ class Assembler:
 
     def feed(self, msg: Message) -> list[ChangeEvent]:
         """The change events of one message (empty for control messages)."""
-        if isinstance(msg, Insert):
-            return self._insert(msg)
-        if isinstance(msg, Update):
-            return self._update(msg)
-        if isinstance(msg, Delete):
-            return self._delete(msg)
+        if isinstance(msg, Insert | Update | Delete):
+            events = (
+                self._insert(msg)
+                if isinstance(msg, Insert)
+                else self._update(msg)
+                if isinstance(msg, Update)
+                else self._delete(msg)
+            )
+            if self._writeback_tables:
+                return self._drop_writeback(events)
+            return events
+        if isinstance(msg, LogicalMessage):
+            if msg.transactional and msg.prefix == WRITEBACK_PREFIX and self.in_transaction:
+                # The sink's sync-flag write-back: its row changes must not come back to it.
+                table = msg.content.decode("utf-8", "replace")
+                self._writeback_tables = self._writeback_tables | {table}
+            return []
         if isinstance(msg, Begin):
             if self.in_transaction:
                 raise DecodeError("Begin inside a transaction")
@@ -209,9 +227,11 @@ class Assembler:
             self._xid = msg.xid
             self._ts_ms = (msg.commit_ts + PG_EPOCH_US) // 1000
             self._seq = 0
+            self._writeback_tables = frozenset()
             return []
         if isinstance(msg, Commit):
             self.in_transaction = False
+            self._writeback_tables = frozenset()
             return []
         if isinstance(msg, Relation):
             shape = self._shapes[msg.oid] = TableShape.of(msg)
@@ -237,10 +257,11 @@ class Assembler:
         Raises:
             DecodeError: malformed payload, unknown relation, key column not sent.
         """
-        try:
-            return [self._encode_fast(payload)]
-        except Exception:  # _Fallback, or malformed: the general path decides (and raises)
-            pass
+        if not self._writeback_tables:
+            try:
+                return [self._encode_fast(payload)]
+            except Exception:  # _Fallback, or malformed: the general path decides (and raises)
+                pass
         return [
             (e.table, e.op, encode_key(e.key), encode_change(e)) for e in self.feed(decode(payload))
         ]
@@ -294,6 +315,11 @@ class Assembler:
         )
         self._seq = seq + 1
         return shape.source, op, key_bytes, value
+
+    def _drop_writeback(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        kept = [e for e in events if e.table not in self._writeback_tables]
+        self.skipped_writeback += len(events) - len(kept)
+        return kept
 
     # -- DML ------------------------------------------------------------------------------
     def _wanted(self, shape: TableShape) -> bool:

@@ -236,6 +236,7 @@ class Capture:
                     txn = None
                     continue
                 if isinstance(msg, LogicalMessage):
+                    asm.feed(msg)
                     if (
                         self._marker is not None
                         and msg.prefix == HEARTBEAT_PREFIX

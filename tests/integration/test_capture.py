@@ -279,3 +279,29 @@ async def test_stop_waits_for_acks_and_flushes_the_slot(
     assert cap.acks.inflight == 0
     commit_lsn = max(e.pos.lsn for _, e in events)
     assert flushed > commit_lsn  # the commit's end: past every event of the transaction
+
+
+async def test_sync_flag_writeback_is_not_captured(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str
+) -> None:
+    """The sink's write-back transaction (marked by a transactional logical message) is not
+    published, so writing the sync flag never feeds back into the sink."""
+    ddl = "CREATE TABLE {table} (id int PRIMARY KEY, note text, synced boolean)"
+    async with capture_env(unique_name, pg_dsn, kafka_bootstrap, ddl) as env:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(f"INSERT INTO {env.table} VALUES (1, 'a', NULL), (2, 'b', NULL)")
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_logical_emit_message(true, 'streamsync.writeback', $1)", env.table
+                )
+                await conn.execute(f"UPDATE {env.table} SET synced = true WHERE id IN (1, 2)")
+            await conn.execute(f"UPDATE {env.table} SET note = 'c' WHERE id = 2")
+        finally:
+            await conn.close()
+        await run_until_idle(env)
+        events = sorted(
+            (e for _, e in await read_topic(kafka_bootstrap, env.topic)), key=lambda e: e.pos
+        )
+    assert [(e.op, e.key) for e in events] == [("c", [1]), ("c", [2]), ("u", [2])]
+    assert events[-1].after == {"id": 2, "note": "c", "synced": True}

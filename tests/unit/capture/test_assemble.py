@@ -261,3 +261,28 @@ def test_plain_dml_takes_the_hot_path() -> None:
     ):
         table, op, key, _ = asm._encode_fast(payload)  # raises when it would fall back
         assert (table, op, key) == ("public.k2", want, b'[1,"x"]')
+
+
+def test_sync_flag_writeback_transaction_is_dropped() -> None:
+    """The sink's write-back transaction starts with a transactional logical message: its row
+    changes of that table are not captured (no loop); other tables and later transactions are."""
+    from streamsync.capture.assemble import WRITEBACK_PREFIX
+    from streamsync.capture.pgoutput import LogicalMessage
+
+    other = Relation(10, "public", "other", "d", (Column("a", 23, -1, True),))
+    asm = Assembler()
+    asm.feed(KEYED2)
+    asm.feed(other)
+    asm.feed(Begin(100, 0, 1))
+    asm.feed(LogicalMessage(True, 90, WRITEBACK_PREFIX, b"public.k2"))
+    flagged = _payload(b"U", 9, (b"N", [b"1", b"x", b"{}"]))
+    assert asm.encode_dml(flagged) == []
+    assert asm.feed(Update(9, ("1", "x", "{}"))) == []
+    assert [e[0] for e in asm.encode_dml(_payload(b"I", 10, (b"N", [b"7"])))] == ["public.other"]
+    assert asm.skipped_writeback == 2
+    asm.feed(Commit(0, 100, 110, 1))
+    asm.feed(Begin(200, 0, 2))
+    assert [e[1] for e in asm.encode_dml(flagged)] == ["u"]
+    # a non-transactional message, or one outside a transaction, changes nothing
+    asm.feed(LogicalMessage(False, 201, WRITEBACK_PREFIX, b"public.k2"))
+    assert [e[1] for e in asm.encode_dml(flagged)] == ["u"]

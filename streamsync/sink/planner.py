@@ -7,9 +7,10 @@ a Bulk Write job takes <= 25,000 records for 500 credits. Break-even: 5,000 reco
   (``Known``: Zoho id, last synced position, status): upsert, delete by Zoho id, delete after an
   exact search (id unknown), mark a field (``on_delete`` = field name), or nothing (``skipped``:
   stale versions at or below the recorded position, ``on_delete = "ignore"``). Skipping stale
-  events before spending credits makes replays free (the idempotency ledger, style item 17);
-  a key created and deleted since its last sync (its first pending event is an insert and the
-  record map has no row) needs no call at all: per-key order means Zoho never saw it.
+  events before spending credits makes replays free (the idempotency ledger, style item 17).
+  A delete whose key has no record-map row is searched for even when its window began with
+  the insert: a sink killed after its Zoho call but before its record-map write leaves exactly
+  that state (found by the kill -9 test).
 - ``choose_path`` / ``drain_chunks`` decide upserts vs Bulk Write from the backlog size.
 - ``upsert_credits`` / ``bulk_credits`` are the price list, for metrics and the budget check.
 
@@ -63,7 +64,7 @@ class BatchPlan:
     deletes: list[tuple[Entry, str]] = field(default_factory=list)  # (entry, Zoho id)
     searches: list[Entry] = field(default_factory=list)  # delete, Zoho id unknown
     marks: list[Entry] = field(default_factory=list)  # delete -> set the on_delete field
-    # (entry, why): "stale", "ignored", "never_synced"
+    # (entry, why): "stale", "ignored"
     skipped: list[tuple[Entry, str]] = field(default_factory=list)
 
     @property
@@ -103,9 +104,6 @@ def plan_batch(entries: Iterable[Entry], known: Mapping[str, Known], on_delete: 
                 plan.deletes.append((entry, state.zoho_id))
             elif state is not None and state.status == "deleted":
                 plan.skipped.append((entry, "stale"))  # already gone from Zoho
-            elif state is None and entry.born:
-                # created and deleted since the last sync: Zoho never had it (per-key order)
-                plan.skipped.append((entry, "never_synced"))
             else:
                 plan.searches.append(entry)
         else:

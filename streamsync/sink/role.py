@@ -545,7 +545,7 @@ class Sink:
             for entry, why in plan.skipped:
                 if why == "stale":
                     self.stats.skipped_stale += 1
-                out.done.append(Done(entry, None, "delete" if why == "never_synced" else why))
+                out.done.append(Done(entry, None, why))
             records: list[tuple[Entry, dict[str, Any]]] = []
             for entry in plan.upserts:
                 try:

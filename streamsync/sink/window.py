@@ -54,7 +54,6 @@ class Entry:
     ts_ms: int
     offsets: list[tuple[Hashable, int]] = field(default_factory=list)
     events: int = 1
-    born: bool = False  # the first event was an insert: the row did not exist before
 
     @property
     def ident(self) -> tuple[str, str]:
@@ -75,7 +74,6 @@ def entry_for(event: ChangeEvent, tp: Hashable, offset: int, now: float) -> Entr
         first_seen=now,
         ts_ms=event.ts_ms,
         offsets=[(tp, offset)],
-        born=event.op == "c",
     )
 
 

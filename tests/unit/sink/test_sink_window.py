@@ -191,13 +191,3 @@ def test_size_batches_hold_one_kind_so_calls_stay_full() -> None:
         (5, "delete"),
         (6, "delete"),
     ]
-
-
-def test_born_marks_keys_whose_first_event_is_an_insert() -> None:
-    w = Window()
-    w.add(ev(1, 1, "c"), TP0, 0, now=0)
-    w.add(ev(1, 2, "d"), TP0, 1, now=0)
-    w.add(ev(2, 3, "u"), TP0, 2, now=0)
-    w.add(ev(2, 4, "d"), TP0, 3, now=0)
-    (batch,) = w.flush()
-    assert [(e.key[0], e.born) for e in batch.entries] == [(1, True), (2, False)]

@@ -362,7 +362,7 @@ class Sink:
         return task
 
     def _dispatch(self, batch: Batch) -> None:
-        reason = "full" if batch.reason == "size" else batch.reason
+        reason = {"size": "full", "age": "deadline"}.get(batch.reason, batch.reason)
         metrics.batch_flushed(len(batch), reason)
         self.stats.flush_reasons[reason] = self.stats.flush_reasons.get(reason, 0) + 1
         self._spawn(self._process(batch))

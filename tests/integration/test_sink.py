@@ -204,3 +204,37 @@ async def test_a_second_sink_joining_triggers_a_revoke_flush_without_loss_or_dup
             await t1
         assert first.stats.commits > 0 and second.stats.commits > 0
         crm_view(crm_sim)  # one record per parent_id
+
+
+async def test_dlq_replay_resends_the_dead_letters_once(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    from streamsync.dlq import replay_dead_letters
+
+    async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim) as env:
+        events, _ = make_changes(50, 10**9, deletes=0, toast=0, seed=8)  # distinct keys
+        events = _retable(events, env.table)
+        bad = [
+            ChangeEvent(e.op, e.table, e.key, {**(e.after or {}), "order_number": "POISON"}, e.pos)
+            for e in events[:5]
+        ]
+        await env.produce(bad + events[5:])
+        await Sink(env.settings, until_idle=True).run()
+        assert len(crm_view(crm_sim)) == len({e.key[0] for e in events[5:]})
+
+        crm_sim.configure(poison_values=())  # "the CRM was fixed": the same records now pass
+        options = env.settings.kafka.client_options()
+        assert await replay_dead_letters(options, env.name) == (5, 0)
+        assert await replay_dead_letters(options, env.name) == (0, 0)  # each letter once
+        await Sink(env.settings, until_idle=True).run()
+        crm = crm_view(crm_sim)
+        assert {str(e.key[0]) for e in bad} <= set(crm)
+        assert all(crm[str(e.key[0])]["Name"] == "POISON" for e in bad)
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            failed = await record_map.failed_keys(
+                conn, env.settings.postgres.state_schema, env.table
+            )
+        finally:
+            await conn.close()
+        assert failed == []

@@ -23,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # so tests can `from tests.helpers import wait_for`
     sys.path.insert(0, str(REPO_ROOT))
 
+pytest_plugins = ["tests.plugins.crm_sim"]
+
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:54329/streamsync"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 INTEGRATION_DIR = REPO_ROOT / "tests" / "integration"

@@ -66,6 +66,7 @@ from streamsync.kafka.producer import create_producer
 from streamsync.kafka.topics import change_topic, control_topic
 from streamsync.ops import metrics
 from streamsync.ops.health import HEALTH
+from streamsync.ops.logging import bind
 from streamsync.ops.server import register_bulk_callback
 from streamsync.settings import Settings, TableSettings
 from streamsync.store import checkpoints as cp
@@ -155,6 +156,7 @@ class BackfillWorker:
 
     async def run(self) -> None:
         """Consume control events and work on backfills until ``stop()``."""
+        bind(role=self.name)
         HEALTH.require("backfill_control_consumer")
         async with contextlib.AsyncExitStack() as stack:
             if self._pool is None:
@@ -304,6 +306,7 @@ class BackfillWorker:
         )
 
     async def _backfill_task(self, backfill_id: str) -> None:
+        bind(backfill_id=backfill_id)  # this task's context: every log line names the backfill
         while not self._stopped.is_set():
             try:
                 await self._run_backfill(backfill_id)

@@ -46,6 +46,7 @@ from streamsync.events import format_lsn
 from streamsync.kafka.producer import create_producer
 from streamsync.ops import metrics
 from streamsync.ops.health import HEALTH
+from streamsync.ops.logging import bind
 from streamsync.settings import Settings
 
 __all__ = ["Capture", "CaptureStats"]
@@ -133,6 +134,7 @@ class Capture:
             SlotInUseError: another capture streams from the slot (fails fast, not retried).
             CaptureError: replication problems; PublishError: Kafka did not acknowledge.
         """
+        bind(role="capture", slot=self._settings.postgres.slot)
         HEALTH.require("replication_connected")
         try:
             await self._source.start()

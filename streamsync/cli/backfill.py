@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 
 import orjson
@@ -24,11 +23,10 @@ def backfill_worker(config: ConfigOption = None) -> None:
     """Consume backfill control events and load tables into Zoho with Bulk Write jobs."""
     from streamsync.backfill.role import BackfillWorker
     from streamsync.ops.lifecycle import run_cli, run_roles
+    from streamsync.ops.logging import configure_logging
 
     settings = settings_or_exit(config)
-    logging.basicConfig(
-        level=settings.ops.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     worker = BackfillWorker(settings)
     run_cli(lambda: run_roles([worker], settings))
 

@@ -66,7 +66,7 @@ from streamsync.sink.outcomes import (
 from streamsync.sink.planner import Known, choose_path, plan_batch, upsert_credits
 from streamsync.sink.window import Batch, Entry, Window, chunks
 from streamsync.store import record_map
-from streamsync.zoho.records import map_record
+from streamsync.zoho.records import RecordMapper, map_record, record_mapper
 
 __all__ = ["DrainIncomplete", "DrainReport", "Sink"]
 
@@ -144,6 +144,10 @@ class Sink:
         self._settings = settings
         self._cfg = settings.sink
         self._tables: dict[str, TableSettings] = {t.source: t for t in settings.tables}
+        # map_record compiled once per table (same records, same MappingError)
+        self._mappers: dict[str, RecordMapper] = {
+            t.source: record_mapper(t) for t in settings.tables
+        }
         self._topics = [change_topic(settings.kafka.topic_prefix, t) for t in self._tables]
         self._prefix = settings.kafka.topic_prefix
         self._schema = settings.postgres.state_schema
@@ -234,6 +238,7 @@ class Sink:
                 self._settings.postgres.dsn,
                 min_size=1,
                 max_size=self._settings.zoho.concurrency + 2,
+                reset=_keep_session,
             )
         producer = self._producer or create_producer(self._settings.kafka)
         self._producer = producer
@@ -549,7 +554,7 @@ class Sink:
             records: list[tuple[Entry, dict[str, Any]]] = []
             for entry in plan.upserts:
                 try:
-                    records.append((entry, _map(table, entry)))
+                    records.append((entry, self._map(table, entry)))
                 except MappingError as exc:
                     out.dead.append(Dead(entry, exc.code, exc.message, exc.details, 1))
             for entry in plan.marks:
@@ -569,6 +574,9 @@ class Sink:
             if deletes:
                 out.extend(await self._delete(table, deletes))
         return out
+
+    def _map(self, table: TableSettings, entry: Entry) -> dict[str, Any]:
+        return self._mappers[table.source](entry.after or {}, entry.unchanged)
 
     async def _known(self, table: str, keys: list[str]) -> dict[str, Known]:
         rows = await record_map.fetch(self._pool, self._schema, table, keys)
@@ -772,7 +780,7 @@ class Sink:
                 records = []
                 for entry in again:
                     try:
-                        records.append((entry, _map(table, entry)))
+                        records.append((entry, self._map(table, entry)))
                     except MappingError as exc:
                         out.dead.append(Dead(entry, exc.code, exc.message, exc.details, 1))
                 out.extend(await self._upsert(table, records))
@@ -1055,8 +1063,11 @@ def _by_table(entries: list[Entry]) -> list[Entry]:
     return sorted(entries, key=lambda e: e.table)
 
 
-def _map(table: TableSettings, entry: Entry) -> dict[str, Any]:
-    return map_record(table, entry.after or {}, entry.unchanged)
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset on release, without asyncpg's reset query (one round trip per
+    release): the sink's own connections hold no session state (no LISTEN, cursors, advisory
+    locks or session settings; the write-back uses SET LOCAL). asyncpg still rolls back an
+    open transaction before calling this."""
 
 
 def _key_value(key_text: str) -> Any:

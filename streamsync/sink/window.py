@@ -60,12 +60,14 @@ class Entry:
         return (self.table, self.key_text)
 
 
-def entry_for(event: ChangeEvent, tp: Hashable, offset: int, now: float) -> Entry:
-    """A fresh entry for one event (key text = the canonical key JSON)."""
+def entry_for(
+    event: ChangeEvent, tp: Hashable, offset: int, now: float, key_text: str | None = None
+) -> Entry:
+    """A fresh entry for one event (key text = the canonical key JSON, if not given)."""
     return Entry(
         table=event.table,
         key=list(event.key),
-        key_text=event.key_bytes.decode(),
+        key_text=event.key_bytes.decode() if key_text is None else key_text,
         op="delete" if event.op == "d" else "upsert",
         after=None if event.op == "d" else dict(event.after or {}),
         unchanged=frozenset() if event.op == "d" else frozenset(event.unchanged),
@@ -164,10 +166,11 @@ class Window:
     # -- the four calls ------------------------------------------------------------------
     def add(self, event: ChangeEvent, tp: Hashable, offset: int, now: float) -> list[Batch]:
         """Add one event; return the full batches that are now ready (reason ``size``)."""
-        ident = (event.table, event.key_bytes.decode())
+        key_text = event.key_bytes.decode()
+        ident = (event.table, key_text)
         entry = self._pending.get(ident)
         if entry is None:
-            entry = self._pending[ident] = entry_for(event, tp, offset, now)
+            entry = self._pending[ident] = entry_for(event, tp, offset, now, key_text)
         else:
             merge(entry, event, tp, offset)
         if ident in self._inflight or len(self._pending) < self.max_keys:

@@ -46,6 +46,7 @@ __all__ = [
     "csv_row_encoder",
     "csv_values_encoder",
     "map_record",
+    "record_mapper",
     "to_zoho",
 ]
 
@@ -285,7 +286,10 @@ def to_zoho(value: Any, type_name: str | None = None) -> Any:
 
     Raises ValueError when the value cannot be mapped (map_record turns it into MappingError).
     """
-    kind = _norm_type(type_name, value)
+    return _kind_to_zoho(value, _norm_type(type_name, value))
+
+
+def _kind_to_zoho(value: Any, kind: str) -> Any:
     converted = _convert(value, kind)
     if isinstance(converted, dt.datetime):
         return converted.isoformat()
@@ -334,6 +338,90 @@ def map_record(
         except _Unmappable as exc:
             raise _mapping_error(table, column, mapping.field, mapping.type, str(exc)) from None
     return record
+
+
+# ---- compiled per-table JSON mapper (the sink's hot path) -----------------------------------
+#
+# ``map_record`` re-derives every value's type (``_norm_type``: regexes over strings) and walks
+# the settings on every record. ``record_mapper`` makes the per-column choice once per table:
+# a declared ``type`` is normalised once; an undeclared one gets a converter with fast paths
+# for the shapes canonical JSON actually carries (text that cannot be re-typed, small ints,
+# booleans, in-range decimals). Anything else goes through ``to_zoho``, so the output and the
+# ``MappingError`` are exactly ``map_record``'s (tests/unit/zoho/test_records_mapper.py).
+
+ZohoFn = Callable[[Any], Any]
+RecordMapper = Callable[[Mapping[str, Any], Collection[str]], dict[str, Any]]
+_DEC_PARTS_RE = re.compile(r"-?(\d+)\.(\d+)")
+_INT_SMALL = 10**_MAX_INT_DIGITS
+
+
+def _inferred_fn() -> ZohoFn:
+    """``to_zoho(value)`` (no declared type), fast for the common canonical shapes."""
+
+    def infer(value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            # only strings starting with a digit (\d: any Unicode decimal) or '-' can be
+            # decimals or timestamps
+            first = value[:1]
+            if (first < "0" and first != "-") or "9" < first < "\x80":
+                return value
+            parts = _DEC_PARTS_RE.fullmatch(value)
+            if (
+                parts is not None
+                and len(parts.group(2)) <= _MAX_DECIMAL_SCALE
+                and len(parts.group(1).lstrip("0")) <= _MAX_DECIMAL_INT_DIGITS
+            ):
+                return Decimal(value)
+        elif kind is int:
+            if -_INT_SMALL < value < _INT_SMALL:
+                return value
+        elif kind is bool or value is None:
+            return value
+        return to_zoho(value)
+
+    return infer
+
+
+def _declared_fn(type_name: str) -> ZohoFn:
+    """``to_zoho(value, type_name)`` with the type normalised once."""
+    try:
+        kind = _norm_type(type_name, None)
+    except _Unmappable:
+        return lambda value: to_zoho(value, type_name)  # raises: unknown type
+    if kind == "text":
+        return lambda value: value if type(value) is str else _kind_to_zoho(value, kind)
+    return lambda value: _kind_to_zoho(value, kind)
+
+
+def record_mapper(table: TableSettings) -> RecordMapper:
+    """``map_record(table, ·, ·)`` compiled once for ``table``: same records, same errors."""
+    ext_column = table.external_id.column
+    ext_field = table.external_id.field
+    plan: list[tuple[str, str, ZohoFn, FieldMapping]] = [
+        (column, m.field, _declared_fn(m.type) if m.type else _inferred_fn(), m)
+        for column, m in table.fields.items()
+        if column != ext_column
+    ]
+
+    def mapper(after: Mapping[str, Any], unchanged: Collection[str] = ()) -> dict[str, Any]:
+        ext = after.get(ext_column)
+        kind = type(ext)
+        if kind is str:
+            record: dict[str, Any] = {ext_field: ext}
+        elif kind is int:
+            record = {ext_field: str(ext)}
+        else:
+            record = {ext_field: _external_id(table, after)}
+        for column, field, fn, mapping in plan:
+            if column in after and column not in unchanged:
+                try:
+                    record[field] = fn(after[column])
+                except _Unmappable as exc:
+                    raise _mapping_error(table, column, field, mapping.type, str(exc)) from None
+        return record
+
+    return mapper
 
 
 def csv_columns(table: TableSettings) -> list[str]:

@@ -318,20 +318,34 @@ def judge_records(resp: CrmResponse, count: int, default_action: Action) -> list
             details={"http_status": resp.status},
         )
     outcomes: list[RecordOutcome] = []
+    append = outcomes.append
+    failed = 0
+    available = len(data)
     for index in range(count):
-        item = data[index] if index < len(data) and isinstance(data[index], dict) else None
+        item = data[index] if index < available else None
+        if type(item) is not dict:
+            item = item if isinstance(item, dict) else None
         if item is None:
-            outcomes.append(
+            failed += 1
+            append(
                 RecordFailure(index, "NO_RESULT", "no result for this record", {}, retryable=True)
             )
             continue
         raw_details = item.get("details")
-        details = dict(raw_details) if isinstance(raw_details, dict) else {}
-        if str(item.get("status", "")).lower() == "success" or item.get("code") == "SUCCESS":
-            outcomes.append(
-                RecordSuccess(index, str(details.get("id", "")), _action(item, default_action))
-            )
+        status = item.get("status")
+        if (
+            status == "success"
+            or (status is not None and str(status).lower() == "success")
+            or item.get("code") == "SUCCESS"
+        ):
+            zoho_id = raw_details.get("id", "") if isinstance(raw_details, dict) else ""
+            action = item.get("action")
+            if action != "insert" and action != "update" and action != "delete":
+                action = _action(item, default_action)
+            append(RecordSuccess(index, str(zoho_id), action))
         else:
+            failed += 1
+            details = dict(raw_details) if isinstance(raw_details, dict) else {}
             code = str(item.get("code") or "UNKNOWN")
             outcomes.append(
                 RecordFailure(
@@ -342,8 +356,8 @@ def judge_records(resp: CrmResponse, count: int, default_action: Action) -> list
                     retryable=is_retryable_crm_code(code),
                 )
             )
-    failures = [o for o in outcomes if isinstance(o, RecordFailure)]
-    if failures and len(failures) == len(outcomes):
+    if failed and failed == len(outcomes):
+        failures = [o for o in outcomes if isinstance(o, RecordFailure)]
         codes = {f.code for f in failures}
         if len(codes) == 1 and (code := codes.pop()) in _REQUEST_LEVEL_CODES:
             raise crm_error_for_code(code, failures[0].message, details=failures[0].details)

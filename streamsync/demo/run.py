@@ -29,7 +29,6 @@ from rich.table import Table
 from streamsync.demo.orders import LiveWriter, create_orders_table
 from streamsync.events import BackfillStart, encode_control
 from streamsync.kafka.topics import control_topic
-from streamsync.ops import metrics
 from streamsync.settings import Settings, load_settings
 from streamsync.zoho.simulator import SIM_STATE, SimConfig, SimState, create_app
 
@@ -210,30 +209,12 @@ def _describe_difference(table: dict[str, tuple[Any, ...]], crm: dict[str, tuple
     )
 
 
-def _histogram_quantile(hist: Any, q: float) -> float | None:
-    """Estimate a quantile from a prometheus Histogram's cumulative buckets (upper bound)."""
-    samples = [s for m in hist.collect() for s in m.samples if s.name.endswith("_bucket")]
-    buckets: dict[float, float] = {}
-    for s in samples:
-        le = float(s.labels["le"])
-        buckets[le] = buckets.get(le, 0.0) + s.value
-    if not buckets:
+def _percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile (nearest rank) of the sink's measured commit-to-CRM latencies."""
+    if not values:
         return None
-    ordered = sorted(buckets.items())
-    total = ordered[-1][1]
-    if total <= 0:
-        return None
-    target = q * total
-    lower, prev_count = 0.0, 0.0
-    for upper, count in ordered:
-        if count >= target:
-            if upper == float("inf"):
-                return lower
-            span = count - prev_count
-            frac = (target - prev_count) / span if span else 1.0
-            return lower + (upper - lower) * frac
-        lower, prev_count = upper, count
-    return lower
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 class _Progress:
@@ -375,10 +356,10 @@ async def run_demo(
         report.records_upserted = stats["records"].get("upsert", 0)
         report.credits_used = stats["credits_used"]
         report.credits_one_call_per_change = report.changes_total
-        p50 = _histogram_quantile(metrics.SINK_COMMIT_TO_CRM, 0.5)
-        p99 = _histogram_quantile(metrics.SINK_COMMIT_TO_CRM, 0.99)
-        report.latency_p50_ms = None if p50 is None else round(p50 * 1000, 1)
-        report.latency_p99_ms = None if p99 is None else round(p99 * 1000, 1)
+        p50 = _percentile(sink.stats.latencies_ms, 0.5)
+        p99 = _percentile(sink.stats.latencies_ms, 0.99)
+        report.latency_p50_ms = None if p50 is None else round(p50, 1)
+        report.latency_p99_ms = None if p99 is None else round(p99, 1)
         report.dlq = sink.stats.dead_letters
         report.seconds = round(time.monotonic() - started, 1)
         _print_report(console, report)

@@ -209,6 +209,19 @@ def _describe_difference(table: dict[str, tuple[Any, ...]], crm: dict[str, tuple
     )
 
 
+async def _backfill_line(conn: asyncpg.Connection, schema: str) -> str:
+    from streamsync.backfill.status import collect
+
+    views = await collect(conn, schema)
+    if not views:
+        return "waiting for the start event"
+    r, p = views[-1].record, views[-1].progress
+    return (
+        f"{r.status}: chunks {p.chunks_done}/{p.chunks_total}, rows {r.rows_done:,}, "
+        f"resynced {r.resynced}, jobs {r.jobs}"
+    )
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     """The q-quantile (nearest rank) of the sink's measured commit-to-CRM latencies."""
     if not values:
@@ -287,8 +300,10 @@ async def run_demo(
                 while True:
                     crm, count = _crm_snapshot(sim, table.module)
                     stats = sim.stats()
+                    backfill = await _backfill_line(conn, settings.postgres.state_schema)
                     view = {
                         "elapsed": f"{time.monotonic() - started:.0f}s",
+                        "backfill (Bulk Write)": backfill,
                         "orders written by the writer": writer.stats.changes,
                         "changes captured": capture.stats.events,
                         "bulk jobs": len(stats["bulk_jobs"]),

@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "streamsync.cli.crm",
     "streamsync.cli.ops",
     "streamsync.cli.demo",
+    "streamsync.cli.admin",
 )
 
 

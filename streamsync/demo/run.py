@@ -119,50 +119,10 @@ async def _start_simulator(options: DemoOptions) -> tuple[web.AppRunner, str, Si
 
 
 async def _reset(settings: Settings) -> None:
-    """Drop what an earlier demo left: slot, publication, state schema, topics, table."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    """Drop what an earlier demo left: slot, publication, state schema, topics, groups."""
+    from streamsync.teardown import teardown
 
-    conn = await asyncpg.connect(settings.postgres.dsn)
-    try:
-        await conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE slot_name = $1 AND NOT active",
-            settings.postgres.slot,
-        )
-        await conn.execute(f'DROP PUBLICATION IF EXISTS "{settings.postgres.publication}"')
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres.state_schema}" CASCADE')
-    finally:
-        await conn.close()
-    admin = AIOKafkaAdminClient(**settings.kafka.client_options())
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(DEMO_PREFIX + ".")]
-        if topics:
-            await admin.delete_topics(topics)
-            await _wait_topics_gone(admin, topics)
-        groups = [g for g, _ in await _list_groups(admin) if g.startswith(DEMO_PREFIX)]
-        if groups:
-            with contextlib.suppress(Exception):
-                await admin.delete_consumer_groups(groups)
-    finally:
-        await admin.close()
-
-
-async def _list_groups(admin: Any) -> list[tuple[str, str]]:
-    try:
-        return [(g[0], g[1]) for g in await admin.list_consumer_groups()]
-    except Exception:
-        return []
-
-
-async def _wait_topics_gone(admin: Any, topics: list[str], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        left = set(topics) & set(await admin.list_topics())
-        if not left:
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"topics not deleted in {timeout_s:.0f}s: {sorted(left)}")
+    await teardown(settings, force=True)
 
 
 async def _publish_start(settings: Settings, table: str, chunk_rows: int) -> str:

@@ -74,6 +74,9 @@ log = logging.getLogger("streamsync.sink")
 
 WRITEBACK_MESSAGE_PREFIX = "streamsync.writeback"
 _MAX_POLL_S = 0.25  # the loop turns at least this often (stop, health, bulk checks)
+# Events per poll: decoding and windowing them runs without a pause, so a smaller poll keeps
+# the loop free to read the CRM answers of the calls in flight (their latency is throughput).
+_POLL_RECORDS = 500
 _BACKOFF_CAP_S = 30.0
 
 
@@ -296,7 +299,9 @@ class Sink:
                     wait = max(0.0, min(_MAX_POLL_S, deadline - now))
                 if wait < 0.01:
                     await asyncio.sleep(0)  # always let the other tasks run
-                data = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=2000)
+                data = await consumer.getmany(
+                    timeout_ms=int(wait * 1000), max_records=_POLL_RECORDS
+                )
                 now = self._clock()
                 if data and not self._bulk_mode and self._bulk_task is None:
                     await self._check_backlog(data)

@@ -12,7 +12,11 @@ from typing import Any
 
 __all__ = ["ensure_schema"]
 
-_DDL_MODULES = ("streamsync.store.record_map", "streamsync.store.checkpoints")
+_DDL_MODULES = (
+    "streamsync.store.record_map",
+    "streamsync.store.checkpoints",
+    "streamsync.store.credits",
+)
 _LOCK_ID = 0x5752_5359  # "SYNC": arbitrary, fixed advisory-lock id
 
 

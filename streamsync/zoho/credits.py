@@ -51,6 +51,10 @@ class CreditLedger:
         self._used = 0
         self._warned = False
         self.server_remaining: int | None = None
+        # Credits other processes spent in the window (from the shared journal in the state
+        # schema), and this process's charges not yet written to it.
+        self.others_used = 0
+        self._unjournaled: list[tuple[float, int]] = []
 
     def _prune(self, now: float) -> None:
         cutoff = now - WINDOW_S
@@ -62,8 +66,21 @@ class CreditLedger:
         self._prune(self._clock())
         return self._used
 
+    def total_used_24h(self) -> int:
+        """This process's credits plus what the others reported to the shared journal."""
+        return self.used_24h() + self.others_used
+
+    def take_unjournaled(self) -> list[tuple[float, int]]:
+        """The charges (epoch seconds, credits) not yet written to the shared journal."""
+        out, self._unjournaled = self._unjournaled, []
+        return out
+
+    def return_unjournaled(self, charges: list[tuple[float, int]]) -> None:
+        """Put back charges the journal could not take (written on the next round)."""
+        self._unjournaled[:0] = charges
+
     def remaining(self) -> int:
-        left = self.budget - self.used_24h()
+        left = self.budget - self.total_used_24h()
         if self.server_remaining is not None:
             left = min(left, self.server_remaining)
         return max(0, left)
@@ -80,15 +97,15 @@ class CreditLedger:
         if urgent or not self.would_exceed(credits):
             return
         raise CreditBudgetExhausted(
-            f"daily credit budget reached ({self.used_24h()}/{self.budget} used)",
+            f"daily credit budget reached ({self.total_used_24h()}/{self.budget} used)",
             retry_after=self.seconds_until_available(credits),
-            details={"needed": credits, "used_24h": self.used_24h(), "budget": self.budget},
+            details={"needed": credits, "used_24h": self.total_used_24h(), "budget": self.budget},
         )
 
     def seconds_until_available(self, credits: int) -> float:
         now = self._clock()
         self._prune(now)
-        free = self.budget - self._used
+        free = self.budget - self._used - self.others_used
         for t, spent in self._entries:
             if free >= credits:
                 break
@@ -101,6 +118,7 @@ class CreditLedger:
         now = self._clock()
         self._prune(now)
         self._entries.append((now, credits))
+        self._unjournaled.append((now, credits))
         self._used += credits
         if self.server_remaining is not None:
             self.server_remaining = max(0, self.server_remaining - credits)

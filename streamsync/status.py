@@ -10,9 +10,8 @@ rest and never raises):
 - ``dlq``: messages on ``<prefix>.dlq`` (end - beginning offsets, summed over partitions);
 - ``backfills``: the checkpoint store's backfills (chunks done/total, rows, skipped, credits);
 - ``record_map``: keys per status (ok / failed / deleted);
-- ``credits``: what is persisted, i.e. the credits of each backfill. The daily total is not
-  persisted anywhere (each process keeps its own 24 h ledger in memory, exported on its
-  ``/metrics``), so it is reported as ``n/a`` with that explanation.
+- ``credits``: credits every process spent in the last 24 hours (the shared journal,
+  ``store/credits.py``) against ``zoho.daily_credit_budget``, and the credits of each backfill.
 
 ``gather()`` does the I/O; ``render()`` and ``StatusReport.to_json()`` are pure.
 """
@@ -35,11 +34,7 @@ __all__ = ["Section", "StatusReport", "gather", "render"]
 State = Literal["ok", "absent", "error"]
 
 SECTION_TIMEOUT_S = 20.0
-CREDITS_NOTE = (
-    "daily totals are not persisted: each process keeps its own 24 h credit ledger in memory "
-    "(see streamsync_sink_credits_used_total, streamsync_backfill_credits_total and "
-    "streamsync_zoho_credits_remaining on each role's /metrics)"
-)
+CREDITS_NOTE = "last 24 h, every streamsync process, from the shared credit journal"
 
 
 @dataclass(slots=True)
@@ -112,6 +107,14 @@ async def _slot(conn: Any, slot: str) -> Section:
     )
 
 
+async def _daily_credits(conn: Any, schema: str) -> int | str:
+    from streamsync.store.credits import credits_24h
+
+    if await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".credit_log') is None:
+        return "n/a"
+    return await credits_24h(conn, schema)
+
+
 async def _backfills(conn: Any, schema: str) -> tuple[Section, Section]:
     from streamsync.backfill import status as backfill_status
 
@@ -136,7 +139,7 @@ async def _backfills(conn: Any, schema: str) -> tuple[Section, Section]:
         {
             "backfills_total": sum(int(i["credits"] or 0) for i in items),
             "per_backfill": {str(i["backfill_id"]): int(i["credits"] or 0) for i in items},
-            "daily_used": "n/a",
+            "daily_used": await _daily_credits(conn, schema),
             "note": CREDITS_NOTE,
         },
     )
@@ -164,6 +167,7 @@ async def _postgres_sections(settings: Settings) -> list[Section]:
             try:
                 slot = await _slot(conn, pg.slot)
                 backfills, credits = await _backfills(conn, pg.state_schema)
+                credits.data["budget"] = settings.zoho.daily_credit_budget
                 rmap = await _record_map(conn, pg.state_schema)
             finally:
                 await conn.close()
@@ -377,8 +381,8 @@ def _render_record_map(console: Console, s: Section) -> None:
 def _render_credits(console: Console, s: Section) -> None:
     d = s.data
     console.print(
-        f"[bold]credits[/]: backfills {d['backfills_total']}; daily used {d['daily_used']} "
-        f"({d['note']})",
+        f"[bold]credits[/]: daily used {d['daily_used']} of {d.get('budget', '?')} "
+        f"({d['note']}); backfills {d['backfills_total']}",
         highlight=False,
     )
 

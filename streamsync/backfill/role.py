@@ -71,6 +71,7 @@ from streamsync.ops.server import register_bulk_callback
 from streamsync.settings import Settings, TableSettings
 from streamsync.store import checkpoints as cp
 from streamsync.store.checkpoints import ChunkRecord
+from streamsync.store.credits import CreditJournal, process_id
 from streamsync.store.schema import ensure_schema
 from streamsync.zoho.client import ZohoClient
 from streamsync.zoho.records import bulk_formats, csv_columns
@@ -184,12 +185,17 @@ class BackfillWorker:
             stack.push_async_callback(consumer.stop)
             stack.callback(register_bulk_callback(self.job_callback))
             HEALTH.ok("backfill_control_consumer")
+            journal = CreditJournal(
+                self._pool, self.schema, self._crm.credits, process_id(self.name)
+            )
             try:
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
+                    tg.create_task(journal.run(), name="backfill.credit-journal")
                     control = tg.create_task(self._control_loop(consumer), name="backfill.control")
                     await self._resume_all()
                     await self._stopped.wait()
+                    journal.stop()
                     control.cancel()
                     for task in list(self._tasks.values()):
                         task.cancel()

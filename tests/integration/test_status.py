@@ -158,6 +158,11 @@ async def test_status_json_reports_slot_and_consumer_lag(
                     record_map.Outcome(source, "[3]", None, 12, 0, "failed", "INVALID_DATA"),
                 ],
             )
+            await conn.execute(  # two processes' credits in the shared journal
+                f'INSERT INTO "{settings.postgres.state_schema}".credit_log VALUES '
+                "(now(), 'sink@a', 12), (now(), 'backfill-worker@b', 500),"
+                " (now() - interval '25 hours', 'sink@a', 999)"
+            )
             pg_lag = await conn.fetchval(
                 "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
                 " FROM pg_replication_slots WHERE slot_name = $1",
@@ -218,7 +223,8 @@ async def test_status_json_reports_slot_and_consumer_lag(
         }
         assert data["record_map"]["counts"] == {"ok": 2, "failed": 1, "deleted": 0}
         assert data["backfills"] == {"state": "ok", "backfills": []}
-        assert data["credits"]["daily_used"] == "n/a"
+        assert data["credits"]["daily_used"] == 512  # the 25-hour-old entry has aged out
+        assert data["credits"]["budget"] == settings.zoho.daily_credit_budget
 
         # Kafka unreachable: its sections are errors, the rest still reported, exit 1
         down = cli_env(settings, STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1")

@@ -85,7 +85,8 @@ def _full() -> StatusReport:
                 {
                     "backfills_total": 1000,
                     "per_backfill": {"b-1": 1000},
-                    "daily_used": "n/a",
+                    "daily_used": 700,
+                    "budget": 5000,
                     "note": "why",
                 },
             ),
@@ -100,7 +101,7 @@ def test_every_section_is_rendered() -> None:
     assert "4 messages on p.dlq" in text
     assert "b-1" in text and "2/5" in text and "50000" in text
     assert "9" in text and "12" in text
-    assert "backfills 1000; daily used n/a (why)" in text
+    assert "credits: daily used 700 of 5000 (why); backfills 1000" in text
     assert _full().ok
 
 
@@ -118,7 +119,7 @@ def test_json_is_one_object_with_every_section() -> None:
     }
     assert [p["lag"] for p in data["consumer_lag"]["partitions"]] == [5, 2]
     assert data["dlq"]["messages"] == 4
-    assert data["credits"]["daily_used"] == "n/a"
+    assert data["credits"]["daily_used"] == 700
     assert set(data) == {"ok", "slot", "consumer_lag", "dlq", "backfills", "record_map", "credits"}
 
 

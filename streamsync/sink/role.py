@@ -66,6 +66,8 @@ from streamsync.sink.outcomes import (
 from streamsync.sink.planner import Known, choose_path, plan_batch, upsert_credits
 from streamsync.sink.window import Batch, Entry, Window, chunks
 from streamsync.store import record_map
+from streamsync.store.credits import CreditJournal, process_id
+from streamsync.zoho.credits import CreditLedger
 from streamsync.zoho.records import RecordMapper, map_record, record_mapper
 
 __all__ = ["DrainIncomplete", "DrainReport", "Sink"]
@@ -247,9 +249,15 @@ class Sink:
         self._producer = producer
         consumer = self._consumer or create_consumer(self._settings.kafka, self._cfg)
         self._consumer = consumer
+        journal: CreditJournal | None = None
+        journal_task: asyncio.Task[None] | None = None
         try:
             async with self._pool.acquire() as conn:
                 await ensure_schema(conn, self._schema)
+            ledger = getattr(self._crm, "credits", None)
+            if isinstance(ledger, CreditLedger):  # share the org's daily budget (store/credits.py)
+                journal = CreditJournal(self._pool, self._schema, ledger, process_id("sink"))
+                journal_task = asyncio.create_task(journal.run(), name="sink.credit-journal")
             await producer.start()
             await consumer.start()
             consumer.subscribe(
@@ -257,6 +265,10 @@ class Sink:
             )
             yield
         finally:
+            if journal is not None and journal_task is not None:
+                journal.stop()  # run() never raises; it writes the last charges and returns
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(journal_task, timeout=10)
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):

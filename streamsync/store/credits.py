@@ -57,6 +57,7 @@ class CreditJournal:
         self._process = process
         self._interval_s = interval_s
         self._stop = asyncio.Event()
+        ledger.journaled = True
 
     def stop(self) -> None:
         self._stop.set()

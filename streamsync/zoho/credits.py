@@ -54,6 +54,7 @@ class CreditLedger:
         # Credits other processes spent in the window (from the shared journal in the state
         # schema), and this process's charges not yet written to it.
         self.others_used = 0
+        self.journaled = False  # set by a CreditJournal; only then are charges kept for it
         self._unjournaled: list[tuple[float, int]] = []
 
     def _prune(self, now: float) -> None:
@@ -118,7 +119,8 @@ class CreditLedger:
         now = self._clock()
         self._prune(now)
         self._entries.append((now, credits))
-        self._unjournaled.append((now, credits))
+        if self.journaled:
+            self._unjournaled.append((now, credits))
         self._used += credits
         if self.server_remaining is not None:
             self.server_remaining = max(0, self.server_remaining - credits)

@@ -15,6 +15,7 @@ from streamsync.dlq import list_dead_letters
 from streamsync.events import ChangeEvent, Position
 from streamsync.sink import Sink
 from streamsync.store import record_map
+from streamsync.store.credits import credits_24h
 from tests.integration.test_sink_helpers import crm_view, differences, expected_crm, sink_env
 from tests.plugins import crm_sim as _sim_plugin
 from tests.plugins.crm_sim import CrmSim
@@ -90,10 +91,13 @@ async def test_sink_coalesces_and_syncs_exactly(
         conn = await asyncpg.connect(pg_dsn)
         try:
             counts = await record_map.counts(conn, env.settings.postgres.state_schema)
+            journaled = await credits_24h(conn, env.settings.postgres.state_schema)
         finally:
             await conn.close()
         live = sum(1 for v in final.values() if v is not None)
         assert counts.get("ok", 0) == live
+        # every credit the sink spent is in the shared journal (the simulator agrees)
+        assert journaled == stats["credits_used"] > 0
 
         # a second run over the same (committed) topic makes no call
         calls = dict(crm_sim.state.calls_per_api)

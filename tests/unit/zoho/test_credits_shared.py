@@ -25,6 +25,9 @@ def test_others_count_against_the_budget() -> None:
 
 def test_unjournaled_charges_are_taken_once_and_can_be_put_back() -> None:
     ledger = CreditLedger(10_000, clock=lambda: 5.0)
+    ledger.charge(3)  # nobody journals yet: nothing is kept (no growth in plain clients)
+    assert ledger.take_unjournaled() == []
+    ledger.journaled = True
     ledger.charge(10)
     ledger.charge(500)
     taken = ledger.take_unjournaled()

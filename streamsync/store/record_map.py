@@ -81,13 +81,24 @@ async def record_outcomes(conn: Any, schema: str, outcomes: Sequence[Outcome]) -
     """Upsert final outcomes; a row only moves forward in (lsn, seq).
 
     A failure keeps the known Zoho id; a delete clears it; attempts accumulate on failures.
+    One statement per call (arrays unnested server-side): the record map is written for every
+    batch, so its cost per row matters. Outcomes of one key are folded to the newest first
+    (one statement may not update a row twice).
     """
     if not outcomes:
         return
-    await conn.executemany(
+    newest: dict[tuple[str, str], Outcome] = {}
+    for o in outcomes:
+        seen = newest.get((o.table, o.key))
+        if seen is None or (seen.lsn, seen.seq) <= (o.lsn, o.seq):
+            newest[(o.table, o.key)] = o
+    rows = list(newest.values())
+    await conn.execute(
         f"""INSERT INTO {_q(schema)} AS m
                ("table", key, zoho_id, lsn, seq, status, error_code, attempts, synced_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+            SELECT t, k, z, l, s, st, e, a, now()
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[],
+                        $6::text[], $7::text[], $8::int[]) AS u(t, k, z, l, s, st, e, a)
             ON CONFLICT ("table", key) DO UPDATE SET
                zoho_id = CASE WHEN EXCLUDED.status = 'deleted' THEN NULL
                               ELSE COALESCE(EXCLUDED.zoho_id, m.zoho_id) END,
@@ -97,19 +108,14 @@ async def record_outcomes(conn: Any, schema: str, outcomes: Sequence[Outcome]) -
                                THEN m.attempts + EXCLUDED.attempts ELSE 0 END,
                synced_at = now()
             WHERE (m.lsn, m.seq) <= (EXCLUDED.lsn, EXCLUDED.seq)""",
-        [
-            (
-                o.table,
-                o.key,
-                o.zoho_id,
-                o.lsn,
-                o.seq,
-                o.status,
-                o.error_code,
-                o.attempts if o.status == "failed" else 0,
-            )
-            for o in outcomes
-        ],
+        [o.table for o in rows],
+        [o.key for o in rows],
+        [o.zoho_id for o in rows],
+        [o.lsn for o in rows],
+        [o.seq for o in rows],
+        [o.status for o in rows],
+        [o.error_code for o in rows],
+        [o.attempts if o.status == "failed" else 0 for o in rows],
     )
 
 

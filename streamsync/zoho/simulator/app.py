@@ -63,14 +63,17 @@ def _write_cost(n: int) -> int:
 # ------------------------------------------------------------------------ middleware ----
 @web.middleware
 async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Concurrency limit, seeded faults and latency. Latency is spent after the handler ran
-    (server time), while the call still counts as in flight."""
+    """Concurrency limit, seeded faults and latency. Latency is the server's response time,
+    counted from the request's arrival: the handler's own work is part of it, and the rest is
+    spent after the handler ran, while the call still counts as in flight."""
     path = request.path
     if not path.startswith("/crm/") and not path.startswith("/oauth/"):
         return await handler(request)
     state = _state(request)
     cfg = state.config
     rng = state.rng
+    loop = asyncio.get_running_loop()
+    arrived = loop.time()
     state.in_flight += 1
     state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
@@ -97,13 +100,11 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
             state.faults["drop"] += 1
             if cfg.drop_after_processing:
                 await handler(request)
-            if delay > 0:
-                await asyncio.sleep(delay / 1000)
+            await _spend(delay, arrived, loop)
             return _drop(request)
         else:
             response = await handler(request)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000)
+        await _spend(delay, arrived, loop)
         if path.startswith("/crm/") and state.credits_used() * 2 >= cfg.daily_credit_budget:
             response.headers["X-API-CREDITS-REMAINING"] = str(state.credits_remaining())
         return response
@@ -111,6 +112,13 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
         state.in_flight -= 1
         if request.get(_HEAVY):
             state.heavy_in_flight -= 1
+
+
+async def _spend(delay_ms: float, arrived: float, loop: asyncio.AbstractEventLoop) -> None:
+    """Sleep what is left of ``delay_ms`` since the request arrived."""
+    left = delay_ms / 1000 - (loop.time() - arrived)
+    if left > 0:
+        await asyncio.sleep(left)
 
 
 def _drop(request: web.Request) -> web.Response:

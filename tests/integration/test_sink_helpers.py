@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streamsync.events import ChangeEvent, encode_change
 from streamsync.kafka.admin import ensure_topics, project_topics
 from streamsync.kafka.producer import create_producer
 from streamsync.kafka.topics import change_topic
 from streamsync.settings import Settings, load_settings
+from streamsync.teardown import teardown
 from streamsync.zoho import map_record
 from tests.plugins.crm_sim import CrmSim
 
@@ -126,20 +126,7 @@ async def sink_env(
     try:
         yield env
     finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}_state" CASCADE')
-        finally:
-            await conn.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(name + ".")]
-            if topics:
-                with contextlib.suppress(Exception):
-                    await admin.delete_topics(topics)
-        finally:
-            await admin.close()
+        await teardown(settings, force=True)
 
 
 def expected_crm(
@@ -261,29 +248,7 @@ async def e2e_env(
         await setup(settings)
         yield env
     finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                " WHERE slot_name = $1 AND active_pid IS NOT NULL",
-                name,
-            )
-            with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_drop_replication_slot($1)", name)
-            await conn.execute(f'DROP PUBLICATION IF EXISTS "{name}"')
-            await conn.execute(f"DROP TABLE IF EXISTS {table}")
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}_state" CASCADE')
-        finally:
-            await conn.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(name + ".")]
-            if topics:
-                with contextlib.suppress(Exception):
-                    await admin.delete_topics(topics)
-        finally:
-            await admin.close()
+        await teardown(settings, force=True, drop_tables=True)
 
 
 async def make_table_changes(

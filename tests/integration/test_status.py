@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from streamsync.capture.provision import setup
@@ -27,6 +26,7 @@ from streamsync.kafka.producer import create_producer
 from streamsync.kafka.topics import change_topic, dlq_topic
 from streamsync.settings import Settings, load_settings
 from streamsync.store import record_map
+from streamsync.teardown import teardown
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 30
@@ -97,29 +97,7 @@ async def status_env(name: str, dsn: str, bootstrap: str) -> AsyncIterator[Setti
         await setup(settings)
         yield settings
     finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                " WHERE slot_name = $1",
-                name,
-            )
-            await conn.execute(f'DROP PUBLICATION IF EXISTS "{name}"')
-            await conn.execute(f"DROP TABLE IF EXISTS public.{name}")
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}_state" CASCADE')
-        finally:
-            await conn.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(name + ".")]
-            if topics:
-                with contextlib.suppress(Exception):
-                    await admin.delete_topics(topics)
-            with contextlib.suppress(Exception):
-                await admin.delete_consumer_groups([settings.sink.group_id])
-        finally:
-            await admin.close()
+        await teardown(settings, force=True, drop_tables=True)
 
 
 async def commit_partition(settings: Settings, topic: str, partition: int, offset: int) -> None:

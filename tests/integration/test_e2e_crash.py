@@ -47,9 +47,14 @@ async def test_kill_9_of_the_sink_at_three_random_moments(
             proc = await start_sink(sub_env)
             try:
                 for _ in range(3):
-                    # a random moment: after a random number of further upsert calls
+                    # a random moment: after a random number of further upsert calls, or
+                    # (when coalescing leaves fewer calls than drawn) once the writer is done
                     target = len(crm_sim.state.calls) + rng.randrange(5, 40)
-                    await wait_for(lambda t=target: len(crm_sim.state.calls) >= t, timeout=60)
+                    await wait_for(
+                        lambda t=target: len(crm_sim.state.calls) >= t or writer.done(),
+                        timeout=60,
+                        message=lambda: f"{len(crm_sim.state.calls)} calls so far",
+                    )
                     os.kill(proc.pid, signal.SIGKILL)
                     await proc.wait()
                     proc = await start_sink(sub_env)

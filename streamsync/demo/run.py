@@ -30,7 +30,7 @@ from streamsync.demo.orders import LiveWriter, create_orders_table
 from streamsync.events import BackfillStart, encode_control
 from streamsync.kafka.topics import control_topic
 from streamsync.settings import Settings, load_settings
-from streamsync.zoho.simulator import SIM_STATE, SimConfig, SimState, create_app
+from streamsync.zoho.simulator import SIM_STATE, SimConfig, SimState, serve
 
 __all__ = ["DemoOptions", "DemoReport", "run_demo"]
 
@@ -101,21 +101,15 @@ def demo_settings(base: Settings | None = None, *, sim_url: str) -> Settings:
 
 
 async def _start_simulator(options: DemoOptions) -> tuple[web.AppRunner, str, SimState]:
-    app = create_app(
-        SimConfig(
-            port=0,
-            bulk_job_seconds=options.bulk_job_seconds,
-            latency_ms=options.sim_latency_ms,
-            latency_jitter_ms=options.sim_latency_ms / 2,
-            seed=1,
-        )
+    config = SimConfig(
+        port=0,
+        bulk_job_seconds=options.bulk_job_seconds,
+        latency_ms=options.sim_latency_ms,
+        latency_jitter_ms=options.sim_latency_ms / 2,
+        seed=1,
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(runner.addresses[0][1])
-    return runner, f"http://127.0.0.1:{port}", app[SIM_STATE]
+    runner, url = await serve(config)
+    return runner, url, runner.app[SIM_STATE]
 
 
 async def _reset(settings: Settings) -> None:

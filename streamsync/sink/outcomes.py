@@ -61,6 +61,18 @@ def _is_failure(result: Any) -> bool:
     return hasattr(result, "code") and hasattr(result, "retryable")
 
 
+def _judge_failure(
+    out: Judged, entry: Entry, result: Any, attempt: int, max_attempts: int
+) -> None:
+    """A rejected record: retry while Zoho says it may pass later, else dead-letter it."""
+    if result.retryable and attempt < max_attempts:
+        out.retry.append(Retry(entry, str(result.code), str(result.message)))
+    else:
+        out.dead.append(
+            Dead(entry, str(result.code), str(result.message), dict(result.details or {}), attempt)
+        )
+
+
 def judge_upserts(
     entries: Sequence[Entry], results: Sequence[Any], attempt: int, max_attempts: int
 ) -> Judged:
@@ -72,18 +84,7 @@ def judge_upserts(
         if result is None:
             out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the record"))
         elif _is_failure(result):
-            if result.retryable and attempt < max_attempts:
-                out.retry.append(Retry(entry, str(result.code), str(result.message)))
-            else:
-                out.dead.append(
-                    Dead(
-                        entry,
-                        str(result.code),
-                        str(result.message),
-                        dict(result.details or {}),
-                        attempt,
-                    )
-                )
+            _judge_failure(out, entry, result, attempt, max_attempts)
         else:
             out.done.append(Done(entry, str(result.id), str(getattr(result, "action", "update"))))
     return out
@@ -101,18 +102,8 @@ def judge_deletes(
             out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the id"))
         elif not _is_failure(result) or result.code in ("INVALID_DATA", "RECORD_NOT_FOUND"):
             out.done.append(Done(entry, zoho_id, "delete"))
-        elif result.retryable and attempt < max_attempts:
-            out.retry.append(Retry(entry, str(result.code), str(result.message)))
         else:
-            out.dead.append(
-                Dead(
-                    entry,
-                    str(result.code),
-                    str(result.message),
-                    dict(result.details or {}),
-                    attempt,
-                )
-            )
+            _judge_failure(out, entry, result, attempt, max_attempts)
     return out
 
 

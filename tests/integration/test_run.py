@@ -10,7 +10,6 @@ roles and the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -21,8 +20,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 import asyncpg
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 
+from streamsync.settings import load_settings
+from streamsync.teardown import teardown
 from tests.helpers import wait_for
 
 if TYPE_CHECKING:
@@ -82,29 +82,20 @@ def run_env(
 
 
 async def cleanup(name: str, dsn: str, bootstrap: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-            " WHERE slot_name = $1 AND NOT active",
-            name,
-        )
-        await conn.execute(f'DROP PUBLICATION IF EXISTS "{name}"')
-        await conn.execute(f"DROP TABLE IF EXISTS public.{name}")
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}_state" CASCADE')
-    finally:
-        await conn.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(name + ".")]
-        if topics:
-            with contextlib.suppress(Exception):
-                await admin.delete_topics(topics)
-        with contextlib.suppress(Exception):
-            await admin.delete_consumer_groups([f"{name}-sink", f"{name}-backfill"])
-    finally:
-        await admin.close()
+    settings = load_settings(
+        postgres={"dsn": dsn, "slot": name, "publication": name, "state_schema": f"{name}_state"},
+        kafka={"bootstrap_servers": bootstrap, "topic_prefix": name},
+        sink={"group_id": f"{name}-sink"},
+        backfill={"group_id": f"{name}-backfill"},
+        tables=[
+            {
+                "source": f"public.{name}",
+                "module": "Orders",
+                "external_id": {"column": "id", "field": "parent_id"},
+            }
+        ],
+    )
+    await teardown(settings, force=True, drop_tables=True)
 
 
 async def test_run_hosts_all_roles_and_drains_on_sigterm(

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from streamsync.settings import ZohoSettings
-from streamsync.zoho.simulator import SIM_STATE, SimConfig, SimState, create_app
+from streamsync.zoho.simulator import SIM_STATE, SimConfig, SimState, serve
 
 
 class CrmSim:
@@ -55,22 +55,14 @@ class CrmSim:
 
 
 async def start_crm_sim(config: SimConfig | None = None) -> tuple[web.AppRunner, CrmSim]:
-    config = config or SimConfig(bulk_job_seconds=0.05)
-    app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None and server.sockets
-    port = server.sockets[0].getsockname()[1]
-    return runner, CrmSim(app, f"http://127.0.0.1:{port}")
+    runner, url = await serve(config or SimConfig(bulk_job_seconds=0.05, port=0))
+    return runner, CrmSim(runner.app, url)
 
 
 @pytest.fixture
 async def crm_sim(request: pytest.FixtureRequest) -> AsyncIterator[CrmSim]:
     marker = request.node.get_closest_marker("crm_sim")
-    options: dict[str, Any] = {"bulk_job_seconds": 0.05}
+    options: dict[str, Any] = {"bulk_job_seconds": 0.05, "port": 0}
     if marker is not None:
         options.update(marker.kwargs)
     runner, sim = await start_crm_sim(SimConfig(**options))

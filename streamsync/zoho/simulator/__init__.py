@@ -1,6 +1,6 @@
 """The bundled Zoho CRM v8 simulator (see docs/zoho.md): ``create_app(SimConfig(...))``."""
 
-from streamsync.zoho.simulator.app import SIM_STATE, create_app
+from streamsync.zoho.simulator.app import SIM_STATE, create_app, serve
 from streamsync.zoho.simulator.schema import POISON_MARK, FieldDef, ModuleDef, default_modules
 from streamsync.zoho.simulator.state import SimConfig, SimState
 
@@ -13,4 +13,5 @@ __all__ = [
     "SimState",
     "create_app",
     "default_modules",
+    "serve",
 ]

@@ -1039,3 +1039,16 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_post("/__sim/config", sim_config)
     r.add_post("/__sim/expire-tokens", sim_expire_tokens)
     return app
+
+
+async def serve(config: SimConfig, host: str = "127.0.0.1") -> tuple[web.AppRunner, str]:
+    """Serve the simulator from the running loop on ``host`` (port 0: a free one).
+
+    Returns the runner (``await runner.cleanup()`` stops it; its app is ``runner.app``) and the
+    base URL. Used by the demo and the tests' ``crm_sim`` fixture.
+    """
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, config.port).start()
+    port = int(runner.addresses[0][1])
+    return runner, f"http://{host}:{port}"

@@ -42,6 +42,7 @@ from aiokafka.errors import KafkaError
 
 from streamsync.dlq import publish_dead_letter
 from streamsync.errors import (
+    ConfigError,
     CrmAuthError,
     CrmError,
     DecodeError,
@@ -150,6 +151,7 @@ class Sink:
         self._cfg = settings.sink
         self._tables: dict[str, TableSettings] = {t.source: t for t in settings.tables}
         # map_record compiled once per table (same records, same MappingError)
+        self._pk_types: dict[str, str] = {}
         self._mappers: dict[str, RecordMapper] = {
             t.source: record_mapper(t) for t in settings.tables
         }
@@ -968,12 +970,15 @@ class Sink:
                         WRITEBACK_MESSAGE_PREFIX,
                         name,
                     )
+                    typ = await self._pk_type(conn, rel_q, pk)
                     for value, keys in groups.items():
                         # SKIP LOCKED: a row a user transaction holds is being changed right
                         # now; its new version is synced (and flagged) after it. No deadlocks.
+                        # The keys are cast to the key's own type so the primary key index
+                        # finds them (``pk::text = ANY(...)`` reads the whole table).
                         await conn.execute(
                             f'UPDATE {rel_q} SET "{flag}" = $1 WHERE "{pk}" IN ('
-                            f'SELECT "{pk}" FROM {rel_q} WHERE "{pk}"::text = ANY($2::text[]) '
+                            f'SELECT "{pk}" FROM {rel_q} WHERE "{pk}" = ANY($2::text[]::{typ}[]) '
                             f'AND "{flag}" IS DISTINCT FROM $1 ORDER BY "{pk}" '
                             "FOR UPDATE SKIP LOCKED)",
                             value,
@@ -983,6 +988,21 @@ class Sink:
                 if not _is_pg_error(exc):
                     raise
                 log.warning("sink: sync flag write-back skipped (%s)", type(exc).__name__)
+
+    async def _pk_type(self, conn: Any, rel_q: str, column: str) -> str:
+        """The SQL type of a legacy table's key column (looked up once per table)."""
+        typ = self._pk_types.get(rel_q)
+        if typ is None:
+            typ = await conn.fetchval(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attname = $2",
+                rel_q,
+                column,
+            )
+            if typ is None:
+                raise ConfigError(f"{rel_q} has no column {column!r}")
+            self._pk_types[rel_q] = typ
+        return typ
 
     # ------------------------------------------------------------------ drain ----
     async def _drain(self, report: DrainReport, assign_timeout_s: float) -> None:

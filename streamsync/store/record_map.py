@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DDL", "Outcome", "counts", "failed_keys", "fetch", "record_outcomes"]
+__all__ = ["DDL", "Outcome", "counts", "failed_keys", "fetch", "fetch_sql", "record_outcomes"]
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS "{schema}".record_map (
@@ -62,16 +62,26 @@ def _q(schema: str) -> str:
     return f'"{schema}".record_map'
 
 
+def fetch_sql(schema: str) -> str:
+    """The lookup ``fetch`` runs: ``$1`` the table, ``$2`` the keys (text[]).
+
+    One primary-key probe per key (``LATERAL ... LIMIT 1`` cannot be flattened into a join).
+    ``key = ANY($2)`` or a plain join let the planner, misled by the statistics of a table
+    filled since its last ANALYZE, read every row of the table for each batch.
+    """
+    return (
+        "SELECT m.key, m.zoho_id, m.lsn, m.seq, m.status, m.attempts "
+        "FROM unnest($2::text[]) AS u(key) CROSS JOIN LATERAL ("
+        f"SELECT key, zoho_id, lsn, seq, status, attempts FROM {_q(schema)} "
+        'WHERE "table" = $1 AND key = u.key LIMIT 1) AS m'
+    )
+
+
 async def fetch(conn: Any, schema: str, table: str, keys: Sequence[str]) -> dict[str, Row]:
     """The record-map rows of ``keys`` (missing keys are absent)."""
     if not keys:
         return {}
-    rows = await conn.fetch(
-        f"SELECT key, zoho_id, lsn, seq, status, attempts FROM {_q(schema)} "
-        f'WHERE "table" = $1 AND key = ANY($2::text[])',
-        table,
-        list(keys),
-    )
+    rows = await conn.fetch(fetch_sql(schema), table, list(keys))
     return {
         r["key"]: Row(r["zoho_id"], r["lsn"], r["seq"], r["status"], r["attempts"]) for r in rows
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
 from streamsync.store import record_map
@@ -48,6 +50,37 @@ async def test_outcomes_move_forward_only(pg_dsn: str, unique_name: str) -> None
         fixed = await record_map.fetch(conn, schema, T, ["[3]"])
         assert fixed["[3]"] == Row("z3", 13, 0, "ok", 0)  # a success resets attempts
         assert await record_map.counts(conn, schema) == {"ok": 3, "deleted": 1}
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+def _max_rows_read(plan: dict[str, object]) -> int:
+    """The most rows any node of an EXPLAIN ANALYZE plan produced (rows x loops)."""
+    own = int(plan.get("Actual Rows", 0)) * int(plan.get("Actual Loops", 1))  # type: ignore[call-overload]
+    children = plan.get("Plans", [])
+    assert isinstance(children, list)
+    return max([own, *(_max_rows_read(c) for c in children)])
+
+
+async def test_fetch_probes_keys_and_never_reads_the_table(pg_dsn: str, unique_name: str) -> None:
+    """A batch lookup costs its own keys, however large the record map has grown since the
+    last ANALYZE (the sink runs it for every batch: a table-wide read made it quadratic)."""
+    schema = f"{unique_name}_state"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await ensure_schema(conn, schema)
+        await record_map.record_outcomes(
+            conn, schema, [Outcome(T, f"[{i}]", f"z{i}", 1, 0, "ok") for i in range(20_000)]
+        )
+        keys = [f"[{i}]" for i in range(5_000, 5_100)]
+        explained = await conn.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + record_map.fetch_sql(schema), T, keys
+        )
+        plan = json.loads(explained)[0]["Plan"]
+        assert _max_rows_read(plan) <= len(keys), json.dumps(plan, indent=1)
+        rows = await record_map.fetch(conn, schema, T, keys)
+        assert sorted(rows) == sorted(keys)
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()

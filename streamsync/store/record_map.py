@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 __all__ = ["DDL", "Outcome", "counts", "failed_keys", "fetch", "fetch_sql", "record_outcomes"]
 
 DDL = [
@@ -63,15 +65,17 @@ def _q(schema: str) -> str:
 
 
 def fetch_sql(schema: str) -> str:
-    """The lookup ``fetch`` runs: ``$1`` the table, ``$2`` the keys (text[]).
+    """The lookup ``fetch`` runs: ``$1`` the table, ``$2`` the keys as a JSON array of strings.
 
     One primary-key probe per key (``LATERAL ... LIMIT 1`` cannot be flattened into a join).
     ``key = ANY($2)`` or a plain join let the planner, misled by the statistics of a table
-    filled since its last ANALYZE, read every row of the table for each batch.
+    filled since its last ANALYZE, read every row of the table for each batch. Keys go in and
+    rows come out as one JSON value each: the sink runs this for every batch, and a JSON text
+    costs the client a third of the CPU of a text array in and a hundred records out.
     """
     return (
-        "SELECT m.key, m.zoho_id, m.lsn, m.seq, m.status, m.attempts "
-        "FROM unnest($2::text[]) AS u(key) CROSS JOIN LATERAL ("
+        "SELECT json_agg(json_build_array(m.key, m.zoho_id, m.lsn, m.seq, m.status, m.attempts)) "
+        "FROM json_array_elements_text($2::json) AS u(key) CROSS JOIN LATERAL ("
         f"SELECT key, zoho_id, lsn, seq, status, attempts FROM {_q(schema)} "
         'WHERE "table" = $1 AND key = u.key LIMIT 1) AS m'
     )
@@ -81,19 +85,19 @@ async def fetch(conn: Any, schema: str, table: str, keys: Sequence[str]) -> dict
     """The record-map rows of ``keys`` (missing keys are absent)."""
     if not keys:
         return {}
-    rows = await conn.fetch(fetch_sql(schema), table, list(keys))
-    return {
-        r["key"]: Row(r["zoho_id"], r["lsn"], r["seq"], r["status"], r["attempts"]) for r in rows
-    }
+    found = await conn.fetchval(fetch_sql(schema), table, orjson.dumps(list(keys)).decode())
+    if found is None:
+        return {}
+    return {r[0]: Row(r[1], r[2], r[3], r[4], r[5]) for r in orjson.loads(found)}
 
 
 async def record_outcomes(conn: Any, schema: str, outcomes: Sequence[Outcome]) -> None:
     """Upsert final outcomes; a row only moves forward in (lsn, seq).
 
     A failure keeps the known Zoho id; a delete clears it; attempts accumulate on failures.
-    One statement per call (arrays unnested server-side): the record map is written for every
-    batch, so its cost per row matters. Outcomes of one key are folded to the newest first
-    (one statement may not update a row twice).
+    One statement per call, the rows sent as one JSON array (``json_to_recordset``): the
+    record map is written for every batch, so its cost per row matters. Outcomes of one key
+    are folded to the newest first (one statement may not update a row twice).
     """
     if not outcomes:
         return
@@ -102,13 +106,25 @@ async def record_outcomes(conn: Any, schema: str, outcomes: Sequence[Outcome]) -
         seen = newest.get((o.table, o.key))
         if seen is None or (seen.lsn, seen.seq) <= (o.lsn, o.seq):
             newest[(o.table, o.key)] = o
-    rows = list(newest.values())
+    rows = [
+        (
+            o.table,
+            o.key,
+            o.zoho_id,
+            o.lsn,
+            o.seq,
+            o.status,
+            o.error_code,
+            o.attempts if o.status == "failed" else 0,
+        )
+        for o in newest.values()
+    ]
     await conn.execute(
         f"""INSERT INTO {_q(schema)} AS m
                ("table", key, zoho_id, lsn, seq, status, error_code, attempts, synced_at)
-            SELECT t, k, z, l, s, st, e, a, now()
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[],
-                        $6::text[], $7::text[], $8::int[]) AS u(t, k, z, l, s, st, e, a)
+            SELECT u->>0, u->>1, u->>2, (u->>3)::bigint, (u->>4)::int,
+                   u->>5, u->>6, (u->>7)::int, now()
+            FROM json_array_elements($1::json) AS u
             ON CONFLICT ("table", key) DO UPDATE SET
                zoho_id = CASE WHEN EXCLUDED.status = 'deleted' THEN NULL
                               ELSE COALESCE(EXCLUDED.zoho_id, m.zoho_id) END,
@@ -118,14 +134,7 @@ async def record_outcomes(conn: Any, schema: str, outcomes: Sequence[Outcome]) -
                                THEN m.attempts + EXCLUDED.attempts ELSE 0 END,
                synced_at = now()
             WHERE (m.lsn, m.seq) <= (EXCLUDED.lsn, EXCLUDED.seq)""",
-        [o.table for o in rows],
-        [o.key for o in rows],
-        [o.zoho_id for o in rows],
-        [o.lsn for o in rows],
-        [o.seq for o in rows],
-        [o.status for o in rows],
-        [o.error_code for o in rows],
-        [o.attempts if o.status == "failed" else 0 for o in rows],
+        orjson.dumps(rows).decode(),
     )
 
 

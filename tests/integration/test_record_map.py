@@ -75,7 +75,7 @@ async def test_fetch_probes_keys_and_never_reads_the_table(pg_dsn: str, unique_n
         )
         keys = [f"[{i}]" for i in range(5_000, 5_100)]
         explained = await conn.fetchval(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + record_map.fetch_sql(schema), T, keys
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + record_map.fetch_sql(schema), T, json.dumps(keys)
         )
         plan = json.loads(explained)[0]["Plan"]
         assert _max_rows_read(plan) <= len(keys), json.dumps(plan, indent=1)

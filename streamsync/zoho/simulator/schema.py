@@ -66,17 +66,16 @@ class ModuleDef:
     fields: tuple[FieldDef, ...]
     id: str = "5725767000000002181"
     by_name: dict[str, FieldDef] = field(default_factory=dict, compare=False)
+    # derived once: every record written reads them
+    unique_fields: tuple[str, ...] = field(init=False, compare=False, default=())
+    mandatory_fields: tuple[str, ...] = field(init=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         self.by_name.update({f.api_name: f for f in self.fields})
-
-    @property
-    def unique_fields(self) -> list[str]:
-        return [f.api_name for f in self.fields if f.unique]
-
-    @property
-    def mandatory_fields(self) -> list[str]:
-        return [f.api_name for f in self.fields if f.mandatory]
+        unique = tuple(f.api_name for f in self.fields if f.unique)
+        mandatory = tuple(f.api_name for f in self.fields if f.mandatory)
+        object.__setattr__(self, "unique_fields", unique)
+        object.__setattr__(self, "mandatory_fields", mandatory)
 
 
 def default_modules() -> dict[str, ModuleDef]:

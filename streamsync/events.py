@@ -70,9 +70,13 @@ class Position:
         return cls(lsn_int, int(data.get("seq", 0)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChangeEvent:
-    """One row change (or resync row) of one table."""
+    """One row change (or resync row) of one table.
+
+    Treated as immutable, but not ``frozen``: the sink builds one per Kafka record, and a
+    frozen dataclass's ``__init__`` costs three times as much.
+    """
 
     op: Op
     table: str

@@ -79,7 +79,7 @@ WRITEBACK_MESSAGE_PREFIX = "streamsync.writeback"
 _MAX_POLL_S = 0.25  # the loop turns at least this often (stop, health, bulk checks)
 # Events per poll: decoding and windowing them runs without a pause, so a smaller poll keeps
 # the loop free to read the CRM answers of the calls in flight (their latency is throughput).
-_POLL_RECORDS = 500
+_POLL_RECORDS = 100
 _BACKOFF_CAP_S = 30.0
 
 
@@ -311,8 +311,10 @@ class Sink:
                     wait = _MAX_POLL_S  # bulk collection ignores the window's age
                 else:
                     wait = max(0.0, min(_MAX_POLL_S, deadline - now))
-                if wait < 0.01:
-                    await asyncio.sleep(0)  # always let the other tasks run
+                # Always yield: getmany returns buffered records without suspending, so
+                # without this the loop could window thousands of records while the CRM
+                # answers of the calls in flight wait unread (their latency is throughput).
+                await asyncio.sleep(0)
                 data = await consumer.getmany(
                     timeout_ms=int(wait * 1000), max_records=_POLL_RECORDS
                 )

@@ -63,20 +63,28 @@ class Entry:
 def entry_for(
     event: ChangeEvent, tp: Hashable, offset: int, now: float, key_text: str | None = None
 ) -> Entry:
-    """A fresh entry for one event (key text = the canonical key JSON, if not given)."""
+    """A fresh entry for one event (key text = the canonical key JSON, if not given).
+
+    The entry shares the event's ``key`` and ``after``: neither is ever changed in place
+    (``merge`` builds a new ``after``), and this runs once per Kafka record.
+    """
+    delete = event.op == "d"
     return Entry(
-        table=event.table,
-        key=list(event.key),
-        key_text=event.key_bytes.decode() if key_text is None else key_text,
-        op="delete" if event.op == "d" else "upsert",
-        after=None if event.op == "d" else dict(event.after or {}),
-        unchanged=frozenset() if event.op == "d" else frozenset(event.unchanged),
-        pos=event.pos,
-        event=event,
-        first_seen=now,
-        ts_ms=event.ts_ms,
-        offsets=[(tp, offset)],
+        event.table,
+        event.key,
+        event.key_bytes.decode() if key_text is None else key_text,
+        "delete" if delete else "upsert",
+        None if delete else (event.after if event.after is not None else {}),
+        _NOTHING if delete or not event.unchanged else frozenset(event.unchanged),
+        event.pos,
+        event,
+        now,
+        event.ts_ms,
+        [(tp, offset)],
     )
+
+
+_NOTHING: frozenset[str] = frozenset()
 
 
 def merge(entry: Entry, event: ChangeEvent, tp: Hashable, offset: int) -> None:

@@ -51,7 +51,7 @@ def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(slots=True, order=True, unsafe_hash=True)  # not frozen: one per event (hot path)
 class Position:
     """Where an event sits in the WAL: commit LSN, then index within the transaction."""
 

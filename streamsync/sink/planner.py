@@ -48,7 +48,7 @@ Path = Literal["upsert", "bulk"]
 Status = Literal["ok", "failed", "deleted"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per looked-up key: not frozen (hot path)
 class Known:
     """What the record map knows about one key."""
 

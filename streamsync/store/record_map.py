@@ -37,7 +37,7 @@ DDL = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per synced record: not frozen (hot path)
 class Outcome:
     """A final outcome to record for one key."""
 
@@ -51,7 +51,7 @@ class Outcome:
     attempts: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Row:
     zoho_id: str | None
     lsn: int

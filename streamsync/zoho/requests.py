@@ -65,14 +65,14 @@ _REQUEST_LEVEL_CODES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per record of every call: not frozen (hot path)
 class RecordSuccess:
     index: int
     id: str
     action: Action
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordFailure:
     index: int
     code: str

@@ -169,7 +169,6 @@ class Sink:
         self._stop = asyncio.Event()
         self._window = Window(self._cfg.max_records, self._cfg.max_wait_s)
         self._offsets = Offsets()
-        self._sem = asyncio.Semaphore(settings.zoho.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._assigned: set[Any] = set()
@@ -717,8 +716,10 @@ class Sink:
         attempt = 0
         while True:
             try:
-                async with self._sem:  # a Zoho slot only for the call itself
-                    result = await make()
+                # The client holds a Zoho slot (``zoho.concurrency``, shared by the process)
+                # for the HTTP exchange only: building the body and judging the answer
+                # happen outside it, so a slot never waits on this process's CPU.
+                result = await make()
             except CrmAuthError:
                 metrics.crm_call(api, "auth_error")
                 raise
@@ -818,14 +819,13 @@ class Sink:
         attempt = 0
         while True:
             try:
-                async with self._sem:
-                    job_id = await self._crm.bulk_upsert(
-                        table.module,
-                        path,
-                        find_by=table.external_id.field,
-                        columns=columns,
-                        formats=formats,
-                    )
+                job_id = await self._crm.bulk_upsert(
+                    table.module,
+                    path,
+                    find_by=table.external_id.field,
+                    columns=columns,
+                    formats=formats,
+                )
                 metrics.crm_call("bulk", "ok", 500)
                 self.stats.bulk_jobs += 1
                 job = await self._crm.wait_bulk_job(

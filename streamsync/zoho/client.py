@@ -139,6 +139,7 @@ class ZohoClient:
             await self.start()
         assert self._limits is not None
         self.credits.check(credits, urgent=urgent)
+        request = request.ready()
         refreshed = False
         attempt = 0
         while True:

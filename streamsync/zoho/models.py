@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -46,9 +46,19 @@ class CrmRequest:
     download_to: Path | None = None  # stream the body into this file instead of memory
     auth: bool = True
     api: str = "other"  # a name for logs and stats: "upsert", "token", "bulk.create", ...
+    encoded: bytes | None = None  # ``json`` serialised ahead (see ``ready``)
 
     def body_bytes(self) -> bytes | None:
+        if self.encoded is not None:
+            return self.encoded
         return None if self.json is None else dumps(self.json)
+
+    def ready(self) -> CrmRequest:
+        """This request with its JSON body serialised now, so that the bytes are not built
+        while a Zoho concurrency slot is held."""
+        if self.json is None or self.encoded is not None:
+            return self
+        return replace(self, encoded=dumps(self.json))
 
 
 @dataclass(frozen=True, slots=True)

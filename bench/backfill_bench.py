@@ -24,6 +24,7 @@ import asyncpg
 
 from streamsync.backfill.chunks import KeysetCursor
 from streamsync.backfill.read import TableReader, describe_table, read_chunk, session_settings
+from streamsync.ops.runtime import tune_gc
 from streamsync.settings import default_tables
 
 DSN = os.environ.get("STREAMSYNC_POSTGRES__DSN", "postgresql://postgres@127.0.0.1:54329/streamsync")
@@ -90,6 +91,7 @@ async def measure(rows: int) -> dict[str, float]:
 
 
 def main() -> None:
+    tune_gc()  # as the CLI does for a long-running role (streamsync/ops/runtime.py)
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=200_000)

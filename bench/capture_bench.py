@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamsync.capture import Capture, setup
 from streamsync.events import format_lsn
 from streamsync.kafka.topics import change_topic
+from streamsync.ops.runtime import tune_gc
 from streamsync.settings import load_settings
 
 DSN = os.environ.get("STREAMSYNC_POSTGRES__DSN", "postgresql://postgres@127.0.0.1:54329/streamsync")
@@ -80,6 +81,7 @@ def recvlogical(name: str, end_lsn: int) -> float:
 
 
 async def main(rows: int, txn_rows: int) -> None:
+    tune_gc()  # as the CLI does for a long-running role (streamsync/ops/runtime.py)
     name = f"bench_{uuid.uuid4().hex[:8]}"
     table = f"public.{name}"
     settings = load_settings(

@@ -27,6 +27,7 @@ import asyncpg
 from bench.sink_bench import BOOTSTRAP, DSN, cleanup, start_sim, stop_sim
 from streamsync.capture import Capture, setup
 from streamsync.demo.orders import create_orders_table
+from streamsync.ops.runtime import tune_gc
 from streamsync.settings import load_settings
 from streamsync.sink import Sink
 
@@ -61,6 +62,7 @@ async def write_steadily(table: str, rate: int, seconds: float, keys: int) -> in
 
 
 async def main() -> None:
+    tune_gc()  # as the CLI does for a long-running role (streamsync/ops/runtime.py)
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20)

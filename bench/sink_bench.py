@@ -39,6 +39,7 @@ from streamsync.events import ChangeEvent, Position, encode_change
 from streamsync.kafka.admin import ensure_topics, project_topics
 from streamsync.kafka.producer import create_producer
 from streamsync.kafka.topics import change_topic
+from streamsync.ops.runtime import tune_gc
 from streamsync.settings import Settings, load_settings
 from streamsync.sink import Sink
 from streamsync.sink.planner import cheapest_credits
@@ -270,6 +271,7 @@ async def credits(changes: int, keys: int) -> tuple[float, float, int]:
 
 
 async def main() -> None:
+    tune_gc()  # as `streamsync sink` does (streamsync/ops/runtime.py)
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=40_000)
     parser.add_argument("--latency-records", type=int, default=30_000)

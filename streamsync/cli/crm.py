@@ -33,6 +33,7 @@ def crm_sim(
     """Serve the Zoho CRM v8 simulator (token, records, metadata, Bulk Write, /__sim/*)."""
     from aiohttp import web
 
+    from streamsync.ops.runtime import tune_gc
     from streamsync.zoho.simulator import SimConfig, create_app
 
     config = SimConfig(
@@ -54,4 +55,5 @@ def crm_sim(
         public_url=public_url,
     )
     typer.echo(f"crm-sim listening on http://{host}:{port}", err=True)
+    tune_gc()  # it holds every record it was sent: keep the collector off that heap
     web.run_app(create_app(config), host=host, port=port, print=None, access_log=None)

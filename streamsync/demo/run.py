@@ -214,11 +214,13 @@ async def run_demo(
     from streamsync.backfill.role import BackfillWorker
     from streamsync.capture.provision import setup
     from streamsync.capture.role import Capture
+    from streamsync.ops.runtime import tune_gc
     from streamsync.reconcile_run import reconcile_table
     from streamsync.sink.role import Sink
 
     options = options or DemoOptions()
     console = console or Console()
+    tune_gc()  # the roles run here as in their own processes (see ops/runtime.py)
     started = time.monotonic()
     report = DemoReport()
     runner, sim_url, sim = await _start_simulator(options)

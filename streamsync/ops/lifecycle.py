@@ -31,6 +31,7 @@ from streamsync.errors import (
 )
 from streamsync.ops import metrics
 from streamsync.ops.health import HEALTH, HealthRegistry
+from streamsync.ops.runtime import tune_gc
 from streamsync.ops.server import OpsServer
 from streamsync.settings import Settings
 
@@ -227,6 +228,7 @@ async def run_roles(
         shutdown_timeout_s if shutdown_timeout_s is not None else settings.sink.shutdown_timeout_s
     )
     shutdown = _Shutdown(roles, timeout_s)
+    tune_gc()  # long-running roles: see ops/runtime.py
     loop = asyncio.get_running_loop()
     signals = (
         _signal_handlers(loop, shutdown.on_signal) if install_signals else contextlib.nullcontext()

@@ -254,9 +254,13 @@ async def replay_dead_letters(
 ) -> tuple[int, int]:
     """Re-publish dead-lettered change events to their change topic.
 
-    Progress is committed under the group ``<prefix>.dlq-replay``: each dead letter is replayed
-    once (the commit happens after every re-publish was acked). Undecodable raw messages and
-    filtered-out letters are passed over. Returns (replayed, passed_over).
+    Progress is committed under the group ``<prefix>.dlq-replay`` (after every re-publish was
+    acked): each dead letter is replayed once. Undecodable raw messages, which can never be
+    replayed, are passed over for good. A letter a filter (``reason_code``, ``origin``) passes
+    over stops the commit on its partition, so a later replay still sees it; letters after it
+    that this run replayed are then replayed again by that later run (harmless: an upsert of
+    the same version, or a version the record map already holds). Returns (replayed,
+    passed_over).
     """
     from aiokafka import AIOKafkaProducer, TopicPartition
 
@@ -267,27 +271,33 @@ async def replay_dead_letters(
     replayed = passed = 0
     try:
         await producer.start()
-        ends: dict[Any, int] = {}
+        ends: dict[Any, int] = {}  # per partition: the next offset a later replay needs
+        held: set[Any] = set()  # partitions where a filter passed a letter over
         for msg in msgs:
-            ends[TopicPartition(msg.topic, msg.partition)] = msg.offset + 1
+            tp = TopicPartition(msg.topic, msg.partition)
             try:
                 letter = decode_dead_letter(msg.value, msg.offset)
             except DecodeError:
-                passed += 1
-                continue
-            if (reason_code and letter.reason_code != reason_code) or (
-                origin and letter.origin != origin
+                letter = None
+            if letter is not None and (
+                (reason_code and letter.reason_code != reason_code)
+                or (origin and letter.origin != origin)
             ):
                 passed += 1
+                held.add(tp)  # left for a later replay: the commit stops before it
                 continue
-            event = letter.change_event()
+            event = letter.change_event() if letter is not None else None
             if event is None:
-                passed += 1
-                continue
-            await producer.send_and_wait(
-                change_topic(prefix, event.table), value=encode_change(event), key=event.key_bytes
-            )
-            replayed += 1
+                passed += 1  # raw or undecodable: never replayable
+            else:
+                await producer.send_and_wait(
+                    change_topic(prefix, event.table),
+                    value=encode_change(event),
+                    key=event.key_bytes,
+                )
+                replayed += 1
+            if tp not in held:
+                ends[tp] = msg.offset + 1
         if ends:
             await consumer.commit(ends)
     finally:

@@ -106,3 +106,48 @@ async def test_dlq_list_and_replay_cli(pg_dsn: str, kafka_bootstrap: str, unique
 
     again = await asyncio.to_thread(_cli, ["dlq", "replay"], env)
     assert "replayed 0 dead letters (0 passed over)" in again.stdout
+
+
+async def test_filtered_replay_leaves_the_other_letters_for_a_later_replay(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    settings = load_settings(
+        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": unique_name, "partitions": 1}
+    )
+    changes = change_topic(unique_name, "public.orders")
+    await ensure_topics(settings.kafka, [changes, dlq_topic(unique_name)])
+    producer = create_producer(settings.kafka)
+    await producer.start()
+    try:
+        for key, code in ((1, "INVALID_DATA"), (2, "DUPLICATE_DATA"), (3, "INVALID_DATA")):
+            await publish_dead_letter(
+                producer,
+                unique_name,
+                event_or_raw=ChangeEvent(
+                    op="u",
+                    table="public.orders",
+                    key=[key],
+                    after={"id": key, "order_number": f"ORD-{key}"},
+                    pos=Position(100 + key, 0),
+                ),
+                reason_code=code,
+                message="rejected",
+            )
+    finally:
+        await producer.stop()
+    env = {
+        "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAMSYNC_KAFKA__TOPIC_PREFIX": unique_name,
+    }
+
+    first = await asyncio.to_thread(_cli, ["dlq", "replay", "--reason", "INVALID_DATA"], env)
+    assert first.returncode == 0, first.stderr
+    assert "replayed 2 dead letters (1 passed over)" in first.stdout
+    # the DUPLICATE_DATA letter was not committed past: a later replay still gets it (and
+    # the INVALID_DATA letter after it once more, which is harmless)
+    second = await asyncio.to_thread(_cli, ["dlq", "replay"], env)
+    assert "replayed 2 dead letters (0 passed over)" in second.stdout
+    events = await _read_all(kafka_bootstrap, changes, 4)
+    assert [e.key for e in events] == [[1], [3], [2], [3]]
+    third = await asyncio.to_thread(_cli, ["dlq", "replay"], env)
+    assert "replayed 0 dead letters (0 passed over)" in third.stdout

@@ -242,6 +242,9 @@ class SinkSettings(_Section):
     bulk_threshold: int = Field(BULK_BREAK_EVEN_RECORDS, ge=1)
     max_bulk_records: int = Field(MAX_BULK_ROWS, ge=1, le=MAX_BULK_ROWS)
     max_record_attempts: int = Field(5, ge=1, le=100)
+    # a job's first status poll comes this long after its creation, later ones 1.5x apart (a
+    # poll is a credit; a job of thousands of records takes Zoho seconds to minutes)
+    bulk_poll_interval_s: float = Field(2.0, gt=0, le=600)
     shutdown_timeout_s: float = Field(25.0, gt=0)
 
 

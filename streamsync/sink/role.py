@@ -828,8 +828,13 @@ class Sink:
                 )
                 metrics.crm_call("bulk", "ok", 500)
                 self.stats.bulk_jobs += 1
+                interval = self._cfg.bulk_poll_interval_s
                 job = await self._crm.wait_bulk_job(
-                    job_id, poll_interval_s=0.2, max_interval_s=10.0, timeout_s=3600
+                    job_id,
+                    poll_interval_s=interval,
+                    first_poll_after_s=interval,
+                    max_interval_s=max(interval, 30.0),
+                    timeout_s=3600,
                 )
                 rows: list[Any] = await self._crm.bulk_results(job, tmp)
                 return rows

@@ -357,12 +357,19 @@ class ZohoClient:
         done_event: asyncio.Event | None = None,
         timeout_s: float | None = None,
         max_interval_s: float = 60.0,
+        first_poll_after_s: float = 0.0,
     ) -> BulkJob:
         """Poll (with growing intervals) until COMPLETED or FAILED; ``done_event`` (set by a
-        callback handler) cuts a wait short. Raises CrmUnavailable(BULK_JOB_TIMEOUT) on timeout."""
+        callback handler) cuts a wait short. Raises CrmUnavailable(BULK_JOB_TIMEOUT) on timeout.
+
+        ``first_poll_after_s`` spares the poll of a job just created (each poll is a credit).
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         interval = poll_interval_s
+        wait = first_poll_after_s
         while True:
+            if wait > 0:
+                await self._wait_for_job(wait, done_event)
             job = await self.bulk_job(job_id)
             if job.done:
                 return job
@@ -376,16 +383,18 @@ class ZohoClient:
                         details={"job_id": job_id},
                     )
                 wait = min(wait, left)
-            if done_event is not None:
-                try:
-                    await asyncio.wait_for(done_event.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
-                else:
-                    done_event.clear()
-            else:
-                await self._sleep(wait)
             interval = min(max_interval_s, interval * 1.5)
+
+    async def _wait_for_job(self, seconds: float, done_event: asyncio.Event | None) -> None:
+        """Sleep ``seconds``, or less when a callback sets ``done_event`` (then cleared)."""
+        if done_event is None:
+            await self._sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(done_event.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        done_event.clear()
 
     async def bulk_results(self, job: BulkJob, work_dir: Path | str) -> list[BulkRowResult]:
         """Download and parse the result zip of a finished job. FAILED → BulkJobFailed."""

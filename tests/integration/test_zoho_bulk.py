@@ -85,6 +85,19 @@ async def test_bulk_upsert_end_to_end_with_skipped_rows(crm_sim: CrmSim, tmp_pat
     assert crm_sim.state.stats()["credits_used"] >= 500
 
 
+async def test_first_poll_waits_so_a_finished_job_costs_one_status_call(
+    crm_sim: CrmSim, tmp_path: Path
+) -> None:
+    async with ZohoClient(crm_sim.zoho_settings()) as client:
+        job_id = await _bulk(client, tmp_path, [order(1), order(2)])
+        before = crm_sim.state.stats()["calls"].get("bulk.status", 0)
+        job = await client.wait_bulk_job(
+            job_id, poll_interval_s=0.02, first_poll_after_s=1.0, timeout_s=10
+        )
+        assert job.status == "COMPLETED"
+        assert crm_sim.state.stats()["calls"]["bulk.status"] - before == 1
+
+
 async def test_failed_job_is_reported(crm_sim: CrmSim, tmp_path: Path) -> None:
     crm_sim.configure(fail_next_bulk_jobs=1)
     async with ZohoClient(crm_sim.zoho_settings()) as client:

@@ -5,6 +5,7 @@
     ├── CaptureError                replication stream problems (slot busy, protocol errors)
     │   └── SlotInUseError          a second capture on the same slot
     ├── PublishError                Kafka refused or timed out (retryable)
+    ├── ServiceUnavailable          Kafka or Postgres unreachable (retryable)
     ├── DecodeError                 an event or message that cannot be decoded (dead-lettered)
     ├── MappingError                a Postgres value that cannot become a Zoho value (per record)
     ├── CrmError                    anything from Zoho CRM
@@ -120,6 +121,14 @@ class BulkJobFailed(CrmError):
 
 class InvariantError(StreamsyncError):
     default_code = "INVARIANT_VIOLATED"
+
+
+class ServiceUnavailable(StreamsyncError):
+    """Kafka or Postgres cannot be reached (or went away): the process exits 75 and its
+    supervisor starts it again; every role resumes from its durable position."""
+
+    default_code = "SERVICE_UNAVAILABLE"
+    retryable = True
 
 
 # Zoho error codes that are worth retrying later (the record itself is fine).

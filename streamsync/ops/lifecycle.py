@@ -26,6 +26,7 @@ from streamsync.errors import (
     ConfigError,
     CrmAuthError,
     InvariantError,
+    ServiceUnavailable,
     SlotInUseError,
     StreamsyncError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "exit_code_for",
     "run_cli",
     "run_roles",
+    "service_unavailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,16 +273,56 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+def service_unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """``exc`` as a ServiceUnavailable when it says Kafka or Postgres is out of reach.
+
+    A broker or database restart is an outage, not a bug: the CLI reports it in one line and
+    exits 75 (its supervisor restarts it) instead of printing a traceback. (The replication
+    stream's psycopg2 errors are CaptureErrors already.)
+    """
+    import asyncpg
+    from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, RequestTimedOutError
+
+    if isinstance(exc, (KafkaConnectionError, NodeNotReadyError, RequestTimedOutError)):
+        service = "Kafka"
+    elif isinstance(
+        exc,
+        (
+            asyncpg.CannotConnectNowError,
+            asyncpg.ConnectionDoesNotExistError,
+            asyncpg.AdminShutdownError,
+            asyncpg.ConnectionFailureError,
+        ),
+    ):
+        service = "Postgres"
+    elif isinstance(exc, (ConnectionError, TimeoutError)):
+        service = "Kafka or Postgres"
+    else:
+        return None
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ServiceUnavailable(
+        f"{service} unavailable ({type(exc).__name__}{': ' + detail if detail else ''})",
+        details={"service": service, "error": type(exc).__name__},
+    )
+
+
 def run_cli(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run the coroutine on a fresh default event loop; exit cleanly on StreamsyncError.
 
     Prints ``streamsync: CODE: message`` (one line, no traceback, no secrets) and raises
-    SystemExit with the code from :data:`EXIT_CODES` (retryable errors: 75, others: 1).
-    Unexpected exceptions propagate with their traceback (they are bugs).
+    SystemExit with the code from :data:`EXIT_CODES` (retryable errors: 75, others: 1). Kafka or
+    Postgres out of reach counts as a StreamsyncError (``service_unavailable``). Other
+    unexpected exceptions propagate with their traceback (they are bugs).
     """
     asyncio.set_event_loop_policy(None)  # the default loop, whatever was installed before
     try:
-        return asyncio.run(coro_factory())
+        try:
+            return asyncio.run(coro_factory())
+        except Exception as exc:
+            unavailable = service_unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
     except StreamsyncError as exc:
         print(f"streamsync: {exc}", file=sys.stderr)
         raise SystemExit(exit_code_for(exc)) from None

@@ -5,7 +5,9 @@ import os
 import signal
 import time
 
+import asyncpg
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from streamsync.errors import (
     ConfigError,
@@ -187,3 +189,33 @@ def test_run_cli_maps_errors_to_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert capsys.readouterr().err == (
         "streamsync: CONFIG_MISSING: config file 'x.toml' does not exist\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "service"),
+    [
+        (KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 19092)]"), "Kafka"),
+        (asyncpg.CannotConnectNowError("the database system is shutting down"), "Postgres"),
+        (ConnectionRefusedError(111, "Connection refused"), "Kafka or Postgres"),
+    ],
+)
+def test_run_cli_reports_an_unreachable_service_in_one_line_and_exits_75(
+    error: Exception, service: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def outage() -> None:
+        raise error
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(outage)
+    assert info.value.code == 75
+    err = capsys.readouterr().err
+    assert err.startswith(f"streamsync: SERVICE_UNAVAILABLE: {service} unavailable (")
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_run_cli_keeps_the_traceback_of_a_bug() -> None:
+    async def bug() -> None:
+        raise KeyError("not an outage")
+
+    with pytest.raises(KeyError):
+        run_cli(bug)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -68,3 +70,28 @@ def wait_for_sync(
             detail = f"after {timeout:.1f}s; last error={last_exc!r}"
             raise AssertionError(f"{message} ({detail})") from last_exc
         time.sleep(interval)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+async def streamsync_cli(
+    env: dict[str, str],
+    *args: str,
+    timeout: float = 120.0,  # noqa: ASYNC109 - a deadline for the child process
+) -> tuple[int, str, str]:
+    """Run ``python -m streamsync <args>`` from the repository root; (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamsync",
+        *args,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,11 +28,11 @@ from streamsync.sink import Sink
 from streamsync.store.schema import ensure_schema
 from streamsync.zoho.client import ZohoClient
 from streamsync.zoho.records import map_record
+from tests.helpers import streamsync_cli
 from tests.plugins.crm_sim import CrmSim
 
 pytest_plugins = ["tests.plugins.crm_sim"]
 
-ROOT = Path(__file__).resolve().parents[2]
 ROWS = 500
 FIELDS = {
     "order_number": "Name",
@@ -162,23 +160,6 @@ async def read_all(bootstrap: str, topic: str) -> list[ChangeEvent]:
         await consumer.stop()
 
 
-async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamsync",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(120):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_reconcile_reports_plants_and_repair_restores_sync(
     pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
 ) -> None:
@@ -215,7 +196,7 @@ async def test_reconcile_reports_plants_and_repair_restores_sync(
 
         # the CLI: --json reports the same, exit 1; --repair publishes 3 events
         env = env_of(settings, crm_sim)
-        code, out, err = await cli(env, "reconcile", "--table", source, "--json")
+        code, out, err = await streamsync_cli(env, "reconcile", "--table", source, "--json")
         assert code == 1, err
         assert out, err
         data = orjson.loads(out)
@@ -226,7 +207,9 @@ async def test_reconcile_reports_plants_and_repair_restores_sync(
             0,
         )
         assert data["examples"]["different"][0]["key"] == "42"
-        code, out, err = await cli(env, "reconcile", "--table", source, "--json", "--repair")
+        code, out, err = await streamsync_cli(
+            env, "reconcile", "--table", source, "--json", "--repair"
+        )
         assert code == 1, err
         assert orjson.loads(out)["published"] == {"r": 2, "d": 1}
 
@@ -243,6 +226,6 @@ async def test_reconcile_reports_plants_and_repair_restores_sync(
             await Sink(settings, until_idle=True).run()
         (run,) = await reconcile(settings, [source])
         assert run.in_sync, run.to_json()
-        code, out, err = await cli(env, "reconcile", "--table", source)
+        code, out, err = await streamsync_cli(env, "reconcile", "--table", source)
         assert code == 0, out + err
         assert "in sync" in out

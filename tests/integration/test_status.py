@@ -7,12 +7,9 @@ committed by the sink group show as consumer lag (minus what the test commits on
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,8 +24,8 @@ from streamsync.kafka.topics import change_topic, dlq_topic
 from streamsync.settings import Settings, load_settings
 from streamsync.store import record_map
 from streamsync.teardown import teardown
+from tests.helpers import streamsync_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 30
 
 
@@ -67,22 +64,9 @@ def cli_env(settings: Settings, **override: str) -> dict[str, str]:
 
 
 async def status_json(env: dict[str, str]) -> tuple[int, dict[str, Any], str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamsync",
-        "status",
-        "--json",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(90):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    assert out.strip(), err.decode()
-    return proc.returncode, orjson.loads(out), err.decode()
+    code, out, err = await streamsync_cli(env, "status", "--json", timeout=90)
+    assert out.strip(), err
+    return code, orjson.loads(out), err
 
 
 @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ def sink(
     """Consume the change topics and keep Zoho CRM in step (near real time)."""
     from streamsync.ops.lifecycle import run_cli, run_roles
     from streamsync.ops.logging import configure_logging
+    from streamsync.ops.runtime import tune_gc
     from streamsync.sink import Sink
 
     settings = settings_or_exit(config)
@@ -34,6 +35,7 @@ def sink(
     if not drain:
         run_cli(lambda: run_roles([role], settings))
         return
+    tune_gc()  # a drain is a long-running sink too (run_roles does this for the others)
     report = run_cli(role.drain)
     typer.echo(
         f"drain done: {report.events} events, {report.records} records, "

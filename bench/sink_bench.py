@@ -272,6 +272,86 @@ async def credits(changes: int, keys: int) -> tuple[float, float, int]:
         await cleanup(name)
 
 
+def sink_env(settings: Settings) -> dict[str, str]:
+    """STREAMSYNC_* variables for `python -m streamsync sink` with ``settings``."""
+    s = settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSYNC_")}
+    env.update(
+        {
+            "STREAMSYNC_POSTGRES__DSN": s.postgres.dsn,
+            "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
+            "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+            "STREAMSYNC_KAFKA__PARTITIONS": str(s.kafka.partitions),
+            "STREAMSYNC_ZOHO__ACCOUNTS_URL": s.zoho.accounts_url,
+            "STREAMSYNC_ZOHO__API_DOMAIN": s.zoho.api_domain,
+            "STREAMSYNC_ZOHO__UPLOAD_URL": s.zoho.upload_url or s.zoho.api_domain,
+            "STREAMSYNC_ZOHO__CONCURRENCY": str(s.zoho.concurrency),
+            "STREAMSYNC_SINK__GROUP_ID": s.sink.group_id,
+            "STREAMSYNC_SINK__BULK_THRESHOLD": str(s.sink.bulk_threshold),
+            "STREAMSYNC_SINK__BULK_POLL_INTERVAL_S": str(s.sink.bulk_poll_interval_s),
+            "STREAMSYNC_BACKFILL__WORK_DIR": s.backfill.work_dir,
+            "STREAMSYNC_OPS__PORT": "0",
+            "STREAMSYNC_OPS__LOG_LEVEL": "WARNING",
+            "STREAMSYNC_TABLES": json.dumps([t.model_dump(mode="json") for t in s.tables]),
+        }
+    )
+    return env
+
+
+# `streamsync sink --drain` in a child that reports its own peak RSS when it exits. VmHWM,
+# not getrusage's ru_maxrss: on Linux the latter keeps the RSS the forked copy of this (large)
+# benchmark process had before the exec.
+_PEAK_RSS_CHILD = (
+    "import atexit, sys\n"
+    "def peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            print('PEAK_RSS_KB', line.split()[1], file=sys.stderr)\n"
+    "atexit.register(peak)\n"
+    "from streamsync.cli import main\n"
+    "sys.argv = ['streamsync', 'sink', '--drain']\n"
+    "main()\n"
+)
+
+
+async def drain_memory(changes: int) -> tuple[float, float]:
+    """Peak RSS (MB) and seconds of `streamsync sink --drain` over a backlog of ``changes``
+    (distinct keys, so the credit planner sends them as Bulk Write jobs of 25,000)."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    proc, url = await start_sim()
+    settings = settings_for(
+        name, url, 10, bulk_threshold=5_000, bulk_poll_interval_s=0.2, max_wait_s=5.0
+    )
+    try:
+        await ensure_topics(settings.kafka, project_topics(settings.kafka, settings.tables))
+        await produce(settings, [event(k, k) for k in range(changes)])
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _PEAK_RSS_CHILD,
+            env=sink_env(settings),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await child.communicate()
+        seconds = loop.time() - t0
+        text = err.decode()
+        if child.returncode != 0:
+            raise RuntimeError(f"sink --drain exited {child.returncode}: {text[-2000:]}")
+        peak_kb = int(text.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+        stats = await sim_stats(url)
+        synced = stats["module_sizes"].get("Orders", 0)
+        if synced != changes:
+            raise RuntimeError(f"{synced} records in the CRM, expected {changes}")
+        return peak_kb / 1024, seconds
+    finally:
+        await stop_sim(proc)
+        await cleanup(name)
+
+
 async def main() -> None:
     tune_gc()  # as `streamsync sink` does (streamsync/ops/runtime.py)
     parser = argparse.ArgumentParser()
@@ -294,6 +374,9 @@ async def main() -> None:
     emit("ratio_vs_sim_ceiling", rate / ceiling, "ratio", latency_ms=100, concurrency=10)
     if args.skip_credits:
         return
+    for backlog in (50_000, 200_000):
+        peak_mb, seconds = await drain_memory(backlog)
+        emit("drain_peak_rss_mb", peak_mb, "MB", backlog=backlog, seconds=round(seconds, 1))
     vs_min, vs_one, used = await credits(20_000, 5_000)
     emit("credits_used", used, "credits", changes=20_000, keys=5_000)
     print(

@@ -64,7 +64,7 @@ from streamsync.sink.outcomes import (
     judge_deletes,
     judge_upserts,
 )
-from streamsync.sink.planner import Known, choose_path, plan_batch, upsert_credits
+from streamsync.sink.planner import Known, choose_path, drain_chunks, plan_batch, upsert_credits
 from streamsync.sink.window import Batch, Entry, Window, chunks
 from streamsync.store import record_map
 from streamsync.store.credits import CreditJournal, process_id
@@ -525,20 +525,33 @@ class Sink:
         self._window.max_keys = self._cfg.max_records
 
     async def _process_large(self, batch: Batch) -> None:
-        """A large coalesced batch: Bulk Write above the threshold, else upserts of 100."""
+        """A large coalesced batch: Bulk Write jobs of at most ``sink.max_bulk_records`` while
+        what is left exceeds the threshold, then upserts of 100 (``planner.drain_chunks``).
+
+        The batch may hold more than one job's worth: a full window plus what the same poll
+        added after it (Zoho refuses a file of more than 25,000 rows with LIMIT_EXCEEDED).
+        """
         try:
-            bulk: list[Entry] = []
+            upserts: list[Entry] = []
             small: list[Entry] = []
             for entry in batch.entries:
-                (bulk if entry.op == "upsert" else small).append(entry)
-            if len(bulk) <= self._cfg.bulk_threshold:
-                small.extend(bulk)
-                bulk = []
+                (upserts if entry.op == "upsert" else small).append(entry)
+            jobs: list[list[Entry]] = []
+            start = 0
+            for path, count in drain_chunks(
+                len(upserts), self._cfg.bulk_threshold, self._cfg.max_bulk_records
+            ):
+                part = upserts[start : start + count]
+                start += count
+                if path == "bulk":
+                    jobs.append(part)
+                else:
+                    small.extend(part)
             tasks = []
             for part in chunks(_by_table(small), self._cfg.max_records):
                 tasks.append(self._spawn(self._process(Batch(part, batch.reason), release=False)))
-            if bulk:
-                await self._process_bulk(bulk)
+            for job in jobs:
+                await self._process_bulk(job)
             if tasks:
                 await asyncio.gather(*tasks)
         except _Stopping:

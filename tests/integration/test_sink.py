@@ -171,6 +171,29 @@ async def test_a_large_backlog_goes_through_bulk_write(
         assert stats["credits_used"] <= 600  # one job (500) + a few calls, not ~730 upsert credits
 
 
+@pytest.mark.crm_sim(bulk_job_seconds=0.05)
+async def test_a_backlog_of_several_jobs_is_cut_into_jobs_of_at_most_max_bulk_records(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    """A full bulk window plus what the same poll added after it must not become one file
+    (Zoho refuses more than 25,000 rows; here the cap is 1,000 so the test stays small)."""
+    async with sink_env(
+        unique_name,
+        pg_dsn,
+        kafka_bootstrap,
+        crm_sim,
+        sink={"bulk_threshold": 500, "max_bulk_records": 1000},
+    ) as env:
+        events, final = make_changes(6000, 4000, deletes=0, toast=0, seed=9)
+        await env.produce(_retable(events, env.table))
+        sink = Sink(env.settings, until_idle=True)
+        await sink.run()
+        assert differences(expected_crm(env.settings, final), crm_view(crm_sim)) == []
+        jobs = crm_sim.state.stats()["bulk_jobs"]
+        assert len(jobs) >= 2
+        assert max(job["rows"] for job in jobs.values()) <= 1000, jobs
+
+
 async def test_a_second_sink_joining_triggers_a_revoke_flush_without_loss_or_duplicates(
     pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
 ) -> None:

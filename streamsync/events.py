@@ -16,6 +16,7 @@ import orjson
 from streamsync.errors import DecodeError
 
 __all__ = [
+    "WRITEBACK_MESSAGE_PREFIX",
     "BackfillCancel",
     "BackfillStart",
     "ChangeEvent",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 Op = Literal["c", "u", "d", "r", "t"]
+
+# The sink's sync-flag write-back transactions start with a transactional logical message of
+# this prefix (content: the table); capture drops their row changes of that table (no loop).
+WRITEBACK_MESSAGE_PREFIX = "streamsync.writeback"
 Source = Literal["stream", "resync"]
 _OPS = frozenset({"c", "u", "d", "r", "t"})
 

@@ -49,14 +49,19 @@ from streamsync.capture.pgoutput import (
     decode,
 )
 from streamsync.errors import CaptureError, DecodeError
-from streamsync.events import ChangeEvent, Position, encode_change, encode_key, format_lsn
+from streamsync.events import (
+    WRITEBACK_MESSAGE_PREFIX,
+    ChangeEvent,
+    Position,
+    encode_change,
+    encode_key,
+    format_lsn,
+)
 from streamsync.values import converter, identity
 
 __all__ = ["WRITEBACK_PREFIX", "Assembler", "Encoded", "TableShape"]
 
-# The sink's sync-flag write-back transactions start with a transactional logical message of
-# this prefix (content: the table); capture drops their row changes of that table (no loop).
-WRITEBACK_PREFIX = "streamsync.writeback"
+WRITEBACK_PREFIX = WRITEBACK_MESSAGE_PREFIX  # the sink's write-back marker (events.py)
 
 Encoded = tuple[str, str, bytes, bytes]
 """One Kafka record of a change event: (table, op, key bytes, value bytes)."""

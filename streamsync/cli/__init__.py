@@ -18,7 +18,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Keep Zoho CRM in step with PostgreSQL through logical replication and Kafka."""

@@ -12,7 +12,9 @@ from streamsync.settings import Settings, load_settings
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML config file (or $STREAMSYNC_CONFIG).", show_default=False),
+    typer.Option(
+        "--config", "-c", help="TOML config file (or $STREAMSYNC_CONFIG).", show_default=False
+    ),
 ]
 
 

@@ -61,9 +61,7 @@ def _is_failure(result: Any) -> bool:
     return hasattr(result, "code") and hasattr(result, "retryable")
 
 
-def _judge_failure(
-    out: Judged, entry: Entry, result: Any, attempt: int, max_attempts: int
-) -> None:
+def _judge_failure(out: Judged, entry: Entry, result: Any, attempt: int, max_attempts: int) -> None:
     """A rejected record: retry while Zoho says it may pass later, else dead-letter it."""
     if result.retryable and attempt < max_attempts:
         out.retry.append(Retry(entry, str(result.code), str(result.message)))

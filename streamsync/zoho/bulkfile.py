@@ -19,7 +19,7 @@ from pathlib import Path
 import aiofiles
 from aiocsv import AsyncWriter
 
-__all__ = ["BulkRowResult", "parse_bulk_result", "parse_errors", "write_bulk_zip"]
+__all__ = ["BulkRowResult", "parse_bulk_result", "parse_errors", "write_bulk_zip", "zip_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,20 @@ async def write_bulk_zip(
 
     await asyncio.to_thread(_zip)
     return count
+
+
+def zip_rows(rows: Iterable[Sequence[str]], columns: Sequence[str], path: Path) -> None:
+    """Rows already in memory (the sink's coalesced batch) as one zipped CSV, in one go.
+
+    Blocking: run it in a worker thread (one hop for the whole file, where
+    ``write_bulk_zip`` streams a table read row by row).
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(path.stem + ".csv", buf.getvalue())
 
 
 def parse_errors(cell: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ PURE_MODULES = [
     "streamsync.sink.window",
     "streamsync.sink.planner",
     "streamsync.sink.offsets",
+    "streamsync.sink.stats",
     "streamsync.backfill.chunks",
     "streamsync.zoho.records",
     "streamsync.zoho.requests",

@@ -24,6 +24,7 @@ from streamsync.store import record_map
 __all__ = ["Finalizer"]
 
 _NOT_WRITTEN = frozenset({"stale", "ignored"})  # Done actions that change nothing
+_GONE = frozenset({"delete", "mark"})  # Done actions after which the row is gone from the table
 
 
 class Finalizer:
@@ -76,7 +77,7 @@ class Finalizer:
             if d.action in _NOT_WRITTEN:
                 continue
             e = d.entry
-            status = "deleted" if d.action == "delete" else "ok"
+            status = "deleted" if d.action in _GONE else "ok"
             outcomes.append(
                 record_map.Outcome(e.table, e.key_text, d.zoho_id, e.pos.lsn, e.pos.seq, status)
             )

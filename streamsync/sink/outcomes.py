@@ -19,7 +19,16 @@ from typing import Any
 
 from streamsync.sink.window import Entry
 
-__all__ = ["Dead", "Done", "Judged", "Retry", "judge_bulk_rows", "judge_deletes", "judge_upserts"]
+__all__ = [
+    "Dead",
+    "Done",
+    "Judged",
+    "Retry",
+    "judge_bulk_rows",
+    "judge_deletes",
+    "judge_marks",
+    "judge_upserts",
+]
 
 
 @dataclass(slots=True)  # per-record results: not frozen (a frozen __init__ costs 3-5x)
@@ -103,6 +112,36 @@ def judge_deletes(
         else:
             _judge_failure(out, entry, result, attempt, max_attempts)
     return out
+
+
+def judge_marks(
+    pairs: Sequence[tuple[Entry, str]], results: Sequence[Any], attempt: int, max_attempts: int
+) -> Judged:
+    """Judge one Update Records call that set the ``on_delete`` mark field by Zoho id.
+
+    A record Zoho no longer holds (its id is refused) has nothing left to mark: done. Any
+    other refusal (the field itself, say) is the record's failure.
+    """
+    out = Judged()
+    by_index = {int(r.index): r for r in results}
+    for i, (entry, zoho_id) in enumerate(pairs):
+        result = by_index.get(i)
+        if result is None:
+            out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the record"))
+        elif not _is_failure(result) or _refuses_the_id(result):
+            out.done.append(Done(entry, zoho_id, "mark"))
+        else:
+            _judge_failure(out, entry, result, attempt, max_attempts)
+    return out
+
+
+def _refuses_the_id(result: Any) -> bool:
+    details = dict(result.details or {})
+    if result.code == "RECORD_NOT_FOUND":
+        return True
+    return result.code == "INVALID_DATA" and (
+        details.get("api_name") == "id" or ("id" in details and "api_name" not in details)
+    )
 
 
 def judge_bulk_rows(entries: Sequence[Entry], rows: Sequence[Any], attempt: int) -> Judged:

@@ -5,7 +5,8 @@ a Bulk Write job takes <= 25,000 records for 500 credits. Break-even: 5,000 reco
 
 - ``plan_batch`` splits one window batch by what must happen to each key, using the record map
   (``Known``: Zoho id, last synced position, status): upsert, delete by Zoho id, delete after an
-  exact search (id unknown), mark a field (``on_delete`` = field name), or nothing (``skipped``:
+  exact search (id unknown), mark a field (``on_delete`` = field name; by Zoho id, or after an
+  exact search when the id is unknown: a key Zoho never held has nothing to mark), or nothing (``skipped``:
   stale versions at or below the recorded position, ``on_delete = "ignore"``). Skipping stale
   events before spending credits makes replays free (the idempotency ledger, style item 17).
   A delete whose key has no record-map row is searched for even when its window began with
@@ -63,13 +64,17 @@ class BatchPlan:
     upserts: list[Entry] = field(default_factory=list)
     deletes: list[tuple[Entry, str]] = field(default_factory=list)  # (entry, Zoho id)
     searches: list[Entry] = field(default_factory=list)  # delete, Zoho id unknown
-    marks: list[Entry] = field(default_factory=list)  # delete -> set the on_delete field
+    marks: list[tuple[Entry, str]] = field(default_factory=list)  # delete -> set the field
+    # delete -> set the field, Zoho id unknown: search first (a record never synced is absent)
+    mark_searches: list[Entry] = field(default_factory=list)
     # (entry, why): "stale", "ignored"
     skipped: list[tuple[Entry, str]] = field(default_factory=list)
 
     @property
     def calls_needed(self) -> bool:
-        return bool(self.upserts or self.deletes or self.searches or self.marks)
+        return bool(
+            self.upserts or self.deletes or self.searches or self.marks or self.mark_searches
+        )
 
 
 def is_stale(entry: Entry, known: Known | None) -> bool:
@@ -106,8 +111,14 @@ def plan_batch(entries: Iterable[Entry], known: Mapping[str, Known], on_delete: 
                 plan.skipped.append((entry, "stale"))  # already gone from Zoho
             else:
                 plan.searches.append(entry)
+        elif state is not None and state.status == "deleted":
+            plan.skipped.append((entry, "stale"))  # already marked
+        elif state is not None and state.zoho_id:
+            plan.marks.append((entry, state.zoho_id))
         else:
-            plan.marks.append(entry)
+            # Upserting the mark for a key Zoho may not hold would create a record with only
+            # the external id and the mark (Zoho refuses it: a mandatory field is missing).
+            plan.mark_searches.append(entry)
     return plan
 
 

@@ -36,6 +36,7 @@ from streamsync.sink.outcomes import (
     Judged,
     judge_bulk_rows,
     judge_deletes,
+    judge_marks,
     judge_upserts,
 )
 from streamsync.sink.planner import Known, plan_batch, upsert_credits
@@ -57,6 +58,7 @@ __all__ = ["CrmWriter", "Stopping", "chunks_of"]
 _BACKOFF_CAP_S = 30.0
 _MAX_DELETE_IDS = 100  # Zoho's Delete Records limit
 _DRAIN_CALL_TRIES = 3
+_DELETE_MODES = frozenset({"delete", "ignore"})  # any other on_delete names a mark field
 
 
 class Stopping(Exception):
@@ -122,13 +124,16 @@ class CrmWriter:
             records: list[tuple[Entry, dict[str, Any]]] = []
             for entry in plan.upserts:
                 self._add_record(table, entry, records, out)
-            for entry in plan.marks:
-                try:
-                    records.append((entry, {**_ext_record(table, entry), table.on_delete: True}))
-                except MappingError as exc:
-                    out.dead.append(Dead(entry, exc.code, exc.message, exc.details, 1))
             if records:
                 out.extend(await self._upsert(table, records))
+            marks = list(plan.marks)
+            for entry in plan.mark_searches:
+                ids = await self._search_ids(table, entry)
+                if not ids:
+                    out.done.append(Done(entry, None, "mark"))  # Zoho never held it
+                marks.extend((entry, zoho_id) for zoho_id in ids)
+            if marks:
+                out.extend(await self._mark(table, marks))
             deletes = list(plan.deletes)
             for entry in plan.searches:
                 ids = await self._search_ids(table, entry)
@@ -146,11 +151,37 @@ class CrmWriter:
         records: list[tuple[Entry, dict[str, Any]]],
         out: Judged,
     ) -> None:
-        """Map one entry to its Zoho record; a value the mapping refuses is a dead letter."""
+        """Map one entry to its Zoho record; a value the mapping refuses is a dead letter.
+
+        With a mark field (``on_delete`` = field name) every upsert clears the mark: a row
+        inserted again under a marked key is live again.
+        """
         try:
-            records.append((entry, self._mappers[table.source](entry.after or {}, entry.unchanged)))
+            record = self._mappers[table.source](entry.after or {}, entry.unchanged)
         except MappingError as exc:
             out.dead.append(Dead(entry, exc.code, exc.message, exc.details, 1))
+            return
+        if table.on_delete not in _DELETE_MODES:
+            record[table.on_delete] = False
+        records.append((entry, record))
+
+    async def _mark(self, table: TableSettings, pairs: list[tuple[Entry, str]]) -> Judged:
+        """Set the mark field by Zoho id through Update Records: an upsert by the external id
+        would create a record Zoho no longer holds (and Zoho would refuse it)."""
+
+        async def send(part: list[tuple[Entry, str]], attempt: int) -> Judged:
+            marks = [{"id": zoho_id, table.on_delete: True} for _, zoho_id in part]
+            results = await self._call(
+                "update", len(part), functools.partial(self._crm.update, table.module, marks)
+            )
+            if isinstance(results, _Split):
+                err = results.error
+                return Judged(
+                    dead=[Dead(e, err.code, err.message, err.details, attempt) for e, _ in part]
+                )
+            return judge_marks(part, results, attempt, self._cfg.max_record_attempts)
+
+        return await self._until_final(list(pairs), self._cfg.max_records, send)
 
     async def _known(self, table: str, entries: Sequence[Entry]) -> dict[str, Known]:
         rows = await record_map.fetch(
@@ -281,8 +312,8 @@ class CrmWriter:
                 await self._retry_or_raise(exc, attempt, floor=getattr(exc, "retry_after", None))
                 continue
             credits = upsert_credits(records) if records else 1
-            metrics.crm_call(api, "ok", credits if api in ("upsert", "delete") else 0)
-            if api == "upsert":
+            metrics.crm_call(api, "ok", credits if api in ("upsert", "update", "delete") else 0)
+            if api in ("upsert", "update"):
                 self._stats.upsert_calls += 1
                 self._stats.records_sent += records
             elif api == "delete":
@@ -316,28 +347,36 @@ class CrmWriter:
         out = Judged()
         for name, group in _by_table(entries).items():
             table = self._tables[name]
-            plan = plan_batch(group, await self._known(name, group), table.on_delete)
+            known = await self._known(name, group)
+            plan = plan_batch(group, known, table.on_delete)
             for entry, why in plan.skipped:
                 out.done.append(Done(entry, None, why))
             rows: list[list[str]] = []
             sent: list[Entry] = []
+            unmark: list[Entry] = []  # marked keys inserted again: an upsert clears the mark
             for entry in plan.upserts:
+                state = known.get(entry.key_text)
+                if table.on_delete not in _DELETE_MODES and state and state.status == "deleted":
+                    unmark.append(entry)
+                    continue
                 try:
                     rows.append(csv_row(table, entry.after or {}))
                     sent.append(entry)
                 except MappingError as exc:
                     out.dead.append(Dead(entry, exc.code, exc.message, exc.details, 1))
-            if not sent:
-                continue
-            results = await self._bulk_file(table, rows)
-            judged = judge_bulk_rows(sent, results, attempt=1)
-            out.dead.extend(judged.dead)
-            again = [r.entry for r in judged.retry]
-            again += [
-                d.entry for d in judged.done if d.action == "update" and _has_nulls(table, d.entry)
-            ]
-            redo = {id(e) for e in again}
-            out.done.extend(d for d in judged.done if id(d.entry) not in redo)
+            again = unmark
+            if sent:
+                results = await self._bulk_file(table, rows)
+                judged = judge_bulk_rows(sent, results, attempt=1)
+                out.dead.extend(judged.dead)
+                again += [r.entry for r in judged.retry]
+                again += [
+                    d.entry
+                    for d in judged.done
+                    if d.action == "update" and _has_nulls(table, d.entry)
+                ]
+                redo = {id(e) for e in again}
+                out.done.extend(d for d in judged.done if id(d.entry) not in redo)
             if again:
                 records: list[tuple[Entry, dict[str, Any]]] = []
                 for entry in again:
@@ -409,10 +448,6 @@ def _ext_value(table: TableSettings, entry: Entry) -> str:
     value = entry.key[0] if len(entry.key) == 1 else entry.key_text
     record = map_record(table, {table.external_id.column: value})
     return str(record[table.external_id.field])
-
-
-def _ext_record(table: TableSettings, entry: Entry) -> dict[str, Any]:
-    return {table.external_id.field: _ext_value(table, entry)}
 
 
 def _has_nulls(table: TableSettings, entry: Entry) -> bool:

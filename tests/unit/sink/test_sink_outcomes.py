@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamsync.sink.outcomes import judge_bulk_rows, judge_deletes, judge_upserts
+from streamsync.sink.outcomes import judge_bulk_rows, judge_deletes, judge_marks, judge_upserts
 from streamsync.sink.window import Window
 from tests.unit.sink.sinkev import ev
 
@@ -86,6 +86,24 @@ def test_deletes_treat_unknown_ids_as_gone() -> None:
     ]
     assert [r.entry.key for r in j.retry] == [[2]]
     assert [d.code for d in j.dead] == ["NO_PERMISSION"]
+
+
+def test_marks_a_refused_id_is_done_a_refused_field_is_not() -> None:
+    entries = _entries(5)
+    pairs = [(e, f"z{i}") for i, e in enumerate(entries)]
+    results = [
+        Ok(0, "z0", "update"),
+        Fail(1, "INVALID_DATA", details={"id": "z1"}),  # the record is gone from Zoho
+        Fail(2, "INVALID_DATA", details={"api_name": "Deleted", "json_path": "$.data[2]"}),
+        Fail(3, "TOO_MANY_REQUESTS", retryable=True),
+    ]  # 4: no result at all
+    j = judge_marks(pairs, results, attempt=1, max_attempts=5)
+    assert [(d.entry.key, d.zoho_id, d.action) for d in j.done] == [
+        ([0], "z0", "mark"),
+        ([1], "z1", "mark"),
+    ]
+    assert [(d.entry.key, d.code) for d in j.dead] == [([2], "INVALID_DATA")]
+    assert [r.entry.key for r in j.retry] == [[3], [4]]
 
 
 def test_bulk_rows() -> None:

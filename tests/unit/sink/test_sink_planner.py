@@ -52,7 +52,17 @@ def test_on_delete_ignore_and_mark() -> None:
     entries = _entries(ev(1, 10, "d"))
     assert [why for _, why in plan_batch(entries, {}, "ignore").skipped] == ["ignored"]
     assert not plan_batch(entries, {}, "ignore").calls_needed
-    assert [e.key for e in plan_batch(entries, {}, "Deleted_In_Legacy").marks] == [[1]]
+    # a key the record map does not know is searched for first: there may be nothing to mark
+    unknown = plan_batch(entries, {}, "Deleted_In_Legacy")
+    assert [e.key for e in unknown.mark_searches] == [[1]] and unknown.marks == []
+    assert unknown.calls_needed
+    known = {"[1]": Known("z1", Position(5), "ok")}
+    marked = plan_batch(entries, known, "Deleted_In_Legacy")
+    assert [(e.key, z) for e, z in marked.marks] == [([1], "z1")]
+    assert marked.mark_searches == []
+    # already marked: nothing to do
+    gone = {"[1]": Known("z1", Position(5), "deleted")}
+    assert [why for _, why in plan_batch(entries, gone, "Deleted_In_Legacy").skipped] == ["stale"]
 
 
 @pytest.mark.parametrize(

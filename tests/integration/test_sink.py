@@ -265,3 +265,51 @@ async def test_dlq_replay_resends_the_dead_letters_once(
         finally:
             await conn.close()
         assert failed == []
+
+
+async def test_stop_flushes_the_window_and_commits_before_returning(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    """What SIGTERM does (ops/lifecycle calls ``stop()``): the pending window is sent, its
+    outcomes are committed (aiokafka's own stop() commits nothing), and the next owner of the
+    group starts past them without a single CRM call."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streamsync.kafka.admin import end_offsets
+    from tests.helpers import wait_for
+
+    # a window that would wait a minute: only the shutdown can flush it in time
+    async with sink_env(
+        unique_name, pg_dsn, kafka_bootstrap, crm_sim, sink={"max_wait_s": 60}
+    ) as env:
+        events, final = make_changes(80, 80, deletes=0, seed=11)
+        sink = Sink(env.settings)
+        task = asyncio.create_task(sink.run())
+        try:
+            await env.produce(_retable(events, env.table))
+            await wait_for(lambda: sink.stats.events == len(events), timeout=30)
+            assert crm_sim.state.calls_per_api.get("upsert", 0) == 0  # still pending
+        finally:
+            sink.stop()
+            await asyncio.wait_for(task, timeout=30)
+
+        assert sink.stats.flush_reasons.get("shutdown", 0) >= 1
+        assert differences(expected_crm(env.settings, final), crm_view(crm_sim)) == []
+        ends = await end_offsets(env.settings.kafka, [env.topic])
+        probe = AIOKafkaConsumer(
+            group_id=env.settings.sink.group_id,
+            enable_auto_commit=False,
+            **env.settings.kafka.client_options(),
+        )
+        await probe.start()
+        try:
+            for tp, end in ends.items():
+                committed = await probe.committed(TopicPartition(tp.topic, tp.partition))
+                assert (committed or 0) == end, (tp, committed, end)
+        finally:
+            await probe.stop()
+        calls = dict(crm_sim.state.calls_per_api)
+        await Sink(env.settings, until_idle=True).run()
+        assert dict(crm_sim.state.calls_per_api) == calls

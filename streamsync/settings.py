@@ -10,6 +10,7 @@ constructors take the section they need.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "TableSettings",
     "ZohoSettings",
     "load_settings",
+    "settings_env",
 ]
 
 # Zoho data centres: accounts server and API domain (zoho-crm-v8.md §2).
@@ -122,7 +124,7 @@ class CaptureSettings(_Section):
     status_interval_s: float = Field(1.0, gt=0, le=60)
     on_truncate: Literal["log", "publish"] = "log"
     max_inflight_events: int = Field(50_000, ge=100)
-    proto_version: Literal[1, 2] = 1
+    proto_version: int = Field(1, ge=1, le=2)  # pgoutput 1, or 2 (streams large transactions)
 
 
 class KafkaSettings(_Section):
@@ -412,6 +414,33 @@ class _TomlPath:
 
 
 _TOML_PATH = _TomlPath()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``STREAMSYNC_*`` variables that reproduce ``settings`` in a child process (a role run
+    as a subprocess by the tests and benchmarks). Secrets are written in clear; unset values
+    are left out so the child's defaults and ``*_file`` secrets apply as they did here."""
+    env: dict[str, str] = {}
+    for section in type(settings).model_fields:
+        if section == "tables":
+            continue
+        model = getattr(settings, section)
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, dict | list):
+                text = json.dumps(value)
+            else:
+                text = str(value)
+            env[f"STREAMSYNC_{section.upper()}__{name.upper()}"] = text
+    tables = [t.model_dump(mode="json", exclude_none=True) for t in settings.tables]
+    env["STREAMSYNC_TABLES"] = json.dumps(tables)
+    return env
 
 
 def _format_validation_error(exc: ValidationError) -> str:

@@ -99,7 +99,7 @@ class Capture:
             settings.postgres.dsn,
             settings.postgres.slot,
             settings.postgres.publication,
-            proto_version=1,
+            proto_version=cap.proto_version,
             status_interval_s=cap.status_interval_s,
         )
         self._replay = isinstance(self._source, ReplaySource)

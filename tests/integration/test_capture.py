@@ -305,3 +305,36 @@ async def test_sync_flag_writeback_is_not_captured(
         )
     assert [(e.op, e.key) for e in events] == [("c", [1]), ("c", [2]), ("u", [2])]
     assert events[-1].after == {"id": 2, "note": "c", "synced": True}
+
+
+async def test_protocol_version_2_is_used_and_gives_the_same_events(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str
+) -> None:
+    async with capture_env(unique_name, pg_dsn, kafka_bootstrap, ORDERS, proto_version=2) as env:
+        conn = await asyncpg.connect(pg_dsn)
+        cap = Capture(env.settings)
+        task = asyncio.create_task(cap.run())
+        try:
+            await conn.execute(f"INSERT INTO {env.table} (id, note) VALUES (1, 'one'), (2, 'two')")
+            await conn.execute(f"DELETE FROM {env.table} WHERE id = 1")
+
+            async def started_with_v2() -> bool:
+                query = await conn.fetchval(
+                    "SELECT a.query FROM pg_stat_activity a JOIN pg_replication_slots s"
+                    " ON s.active_pid = a.pid WHERE s.slot_name = $1",
+                    env.name,
+                )
+                return query is not None and "proto_version" in query and "'2'" in query
+
+            await wait_for(started_with_v2, timeout=30, message="no walsender with protocol 2")
+
+            async def three_events() -> list[tuple[str, int]] | None:
+                events = [e for _k, e in await read_topic(kafka_bootstrap, env.topic)]
+                return sorted((e.op, e.key[0]) for e in events) if len(events) >= 3 else None
+
+            events = await wait_for(three_events, timeout=30, message="events missing")
+            assert events == [("c", 1), ("c", 2), ("d", 1)]
+        finally:
+            cap.stop()
+            await asyncio.wait_for(task, timeout=30)
+            await conn.close()

@@ -191,3 +191,33 @@ def test_unknown_environment_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMSYNC_SINK__BOGUS", "1")
     with pytest.raises(ConfigError, match="sink.bogus: unknown key"):
         load_settings()
+
+
+def test_settings_env_reproduces_the_settings_in_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamsync.settings import settings_env
+
+    original = load_settings(
+        postgres={"dsn": "postgresql://u@db:5432/x", "slot": "s1"},
+        kafka={"bootstrap_servers": "k:9092", "partitions": 7, "sasl_password": "hush"},
+        zoho={"client_secret": "sekrit", "concurrency": 3},
+        sink={"max_wait_s": 0.25, "bulk_threshold": 1234},
+        ops={"log_format": "console"},
+        tables=[
+            {
+                "source": "public.things",
+                "module": "Things",
+                "external_id": {"column": "id", "field": "ext_id"},
+                "fields": {"name": "Name", "day": {"field": "Day", "format": "yyyy-MM-dd"}},
+                "on_delete": "Gone",
+            }
+        ],
+    )
+    env = settings_env(original)
+    assert env["STREAMSYNC_ZOHO__CLIENT_SECRET"] == "sekrit"  # a child needs the real value
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    child = load_settings()
+    assert child.model_dump(mode="json") == original.model_dump(mode="json")
+    assert child.zoho.client_secret.get_secret_value() == "sekrit"
+    assert child.kafka.sasl_password is not None
+    assert child.kafka.sasl_password.get_secret_value() == "hush"

@@ -42,7 +42,7 @@ from streamsync.kafka.admin import ensure_topics, project_topics
 from streamsync.kafka.producer import create_producer
 from streamsync.kafka.topics import change_topic
 from streamsync.ops.runtime import tune_gc
-from streamsync.settings import Settings, load_settings
+from streamsync.settings import Settings, load_settings, settings_env
 from streamsync.sink import Sink
 from streamsync.sink.planner import cheapest_credits
 
@@ -273,35 +273,13 @@ async def credits(changes: int, keys: int) -> tuple[float, float, int]:
 
 
 def sink_env(settings: Settings) -> dict[str, str]:
-    """STREAMSYNC_* variables for `python -m streamsync sink` with ``settings``."""
-    s = settings
+    """The environment of `python -m streamsync sink` with ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSYNC_")}
-    env.update(
-        {
-            "STREAMSYNC_POSTGRES__DSN": s.postgres.dsn,
-            "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
-            "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-            "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
-            "STREAMSYNC_KAFKA__PARTITIONS": str(s.kafka.partitions),
-            "STREAMSYNC_ZOHO__ACCOUNTS_URL": s.zoho.accounts_url,
-            "STREAMSYNC_ZOHO__API_DOMAIN": s.zoho.api_domain,
-            "STREAMSYNC_ZOHO__UPLOAD_URL": s.zoho.upload_url or s.zoho.api_domain,
-            "STREAMSYNC_ZOHO__CONCURRENCY": str(s.zoho.concurrency),
-            "STREAMSYNC_SINK__GROUP_ID": s.sink.group_id,
-            "STREAMSYNC_SINK__BULK_THRESHOLD": str(s.sink.bulk_threshold),
-            "STREAMSYNC_SINK__BULK_POLL_INTERVAL_S": str(s.sink.bulk_poll_interval_s),
-            "STREAMSYNC_BACKFILL__WORK_DIR": s.backfill.work_dir,
-            "STREAMSYNC_OPS__PORT": "0",
-            "STREAMSYNC_OPS__LOG_LEVEL": "WARNING",
-            "STREAMSYNC_TABLES": json.dumps([t.model_dump(mode="json") for t in s.tables]),
-        }
-    )
+    env.update(settings_env(settings))
+    env.update({"STREAMSYNC_OPS__PORT": "0", "STREAMSYNC_OPS__LOG_LEVEL": "WARNING"})
     return env
 
 
-# `streamsync sink --drain` in a child that reports its own peak RSS when it exits. VmHWM,
-# not getrusage's ru_maxrss: on Linux the latter keeps the RSS the forked copy of this (large)
-# benchmark process had before the exec.
 _PEAK_RSS_CHILD = (
     "import atexit, sys\n"
     "def peak():\n"

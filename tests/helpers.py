@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from streamsync.settings import Settings, settings_env
 
 T = TypeVar("T")
 
@@ -95,3 +98,14 @@ async def streamsync_cli(
         out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def cli_env(settings: Settings, **override: str) -> dict[str, str]:
+    """The environment of a ``python -m streamsync`` child that runs with ``settings``: this
+    process's environment without its STREAMSYNC_* variables, the variables reproducing
+    ``settings`` (ops server on a free port), then ``override``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSYNC_")}
+    env.update(settings_env(settings))
+    env["STREAMSYNC_OPS__PORT"] = "0"
+    env.update(override)
+    return env

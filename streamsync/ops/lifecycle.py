@@ -280,22 +280,39 @@ def service_unavailable(exc: BaseException) -> ServiceUnavailable | None:
     exits 75 (its supervisor restarts it) instead of printing a traceback. (The replication
     stream's psycopg2 errors are CaptureErrors already.)
     """
+    # The loss may surface as a later error: asyncpg raises InterfaceError ("the underlying
+    # connection is closed") from a transaction's exit, with the real loss as its context.
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        # a generic ConnectionError or TimeoutError counts only as the error itself: one in
+        # the context may be an error some handler dealt with before a bug of its own
+        found = _unavailable(seen, generic=seen is exc)
+        if found is not None:
+            return found
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _unavailable(exc: BaseException, *, generic: bool) -> ServiceUnavailable | None:
     import asyncpg
     from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, RequestTimedOutError
 
+    pg_gone = (
+        asyncpg.CannotConnectNowError,
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.AdminShutdownError,
+        asyncpg.ConnectionFailureError,
+    )
+
     if isinstance(exc, (KafkaConnectionError, NodeNotReadyError, RequestTimedOutError)):
         service = "Kafka"
-    elif isinstance(
-        exc,
-        (
-            asyncpg.CannotConnectNowError,
-            asyncpg.ConnectionDoesNotExistError,
-            asyncpg.AdminShutdownError,
-            asyncpg.ConnectionFailureError,
-        ),
+    elif isinstance(exc, pg_gone) or (
+        isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
     ):
         service = "Postgres"
-    elif isinstance(exc, (ConnectionError, TimeoutError)):
+    elif generic and isinstance(exc, (ConnectionError, TimeoutError)):
         service = "Kafka or Postgres"
     else:
         return None

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamsync.capture import setup
 from streamsync.events import ChangeEvent, decode_change
 from streamsync.kafka.topics import change_topic
-from streamsync.settings import Settings, load_settings
+from streamsync.settings import Settings, load_settings, settings_env
 from tests.helpers import wait_for
 
 
@@ -33,28 +32,7 @@ class CaptureEnv:
 
     def env(self) -> dict[str, str]:
         """STREAMSYNC_* variables for a `python -m streamsync capture` subprocess."""
-        s = self.settings
-        return {
-            "STREAMSYNC_POSTGRES__DSN": self.dsn,
-            "STREAMSYNC_POSTGRES__SLOT": s.postgres.slot,
-            "STREAMSYNC_POSTGRES__PUBLICATION": s.postgres.publication,
-            "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
-            "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
-            "STREAMSYNC_OPS__PORT": "0",
-            "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
-            "STREAMSYNC_KAFKA__PARTITIONS": str(s.kafka.partitions),
-            "STREAMSYNC_CAPTURE__HEARTBEAT_INTERVAL_S": str(s.capture.heartbeat_interval_s),
-            "STREAMSYNC_CAPTURE__STATUS_INTERVAL_S": str(s.capture.status_interval_s),
-            "STREAMSYNC_TABLES": orjson.dumps(
-                [
-                    {
-                        "source": self.table,
-                        "module": "Orders",
-                        "external_id": {"column": "id", "field": "parent_id"},
-                    }
-                ]
-            ).decode(),
-        }
+        return {**settings_env(self.settings), "STREAMSYNC_OPS__PORT": "0"}
 
 
 def make_settings(name: str, dsn: str, bootstrap: str, table: str, **capture: Any) -> Settings:

@@ -39,9 +39,10 @@ async def restart(service: str) -> None:
 class Supervised:
     """One role as a process, started again (after a second) whenever it exits."""
 
-    def __init__(self, role: str, env: dict[str, str]) -> None:
+    def __init__(self, role: str, env: dict[str, str], log: Path) -> None:
         self.role = role
         self.env = env
+        self.log = log  # every run's stderr, for the failure message
         self.exits: list[int] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
@@ -52,20 +53,24 @@ class Supervised:
 
     async def _run(self) -> None:
         while not self._stopping:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "streamsync",
-                self.role,
-                env=self.env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
+            with self.log.open("ab") as err:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "streamsync",
+                    self.role,
+                    env=self.env,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=err,
+                )
             code = await self._proc.wait()
             if self._stopping:
                 return
             self.exits.append(code)
             await asyncio.sleep(1.0)
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     async def stop(self) -> None:
         self._stopping = True
@@ -83,14 +88,16 @@ class Supervised:
 
 
 async def test_kafka_and_postgres_restarts_lose_nothing(
-    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim, tmp_path: Path
 ) -> None:
     crm_sim.configure(latency_ms=5)
     async with e2e_env(
         unique_name, pg_dsn, kafka_bootstrap, crm_sim, sink={"bulk_threshold": 10_000_000}
     ) as env:
         sub_env = env.subprocess_env()
-        roles = [Supervised("capture", sub_env), Supervised("sink", sub_env)]
+        roles = [
+            Supervised(role, sub_env, tmp_path / f"{role}.log") for role in ("capture", "sink")
+        ]
         for role in roles:
             role.start()
         try:
@@ -107,8 +114,7 @@ async def test_kafka_and_postgres_restarts_lose_nothing(
                 await role.stop()
         # a role that went down with its broker or database said so and asked to be restarted
         # (exit 75), it did not crash (exit 1: a bug)
-        assert all(code == 75 for role in roles for code in role.exits), {
-            role.role: role.exits for role in roles
-        }
+        for role in roles:
+            assert all(code == 75 for code in role.exits), (role.role, role.exits, role.tail())
         crm_view(crm_sim)  # asserts one CRM record per parent_id
         assert crm_sim.state.stats()["max_records_per_call"] <= 100

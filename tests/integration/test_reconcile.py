@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +27,7 @@ from streamsync.sink import Sink
 from streamsync.store.schema import ensure_schema
 from streamsync.zoho.client import ZohoClient
 from streamsync.zoho.records import map_record
-from tests.helpers import streamsync_cli
+from tests.helpers import cli_env, streamsync_cli
 from tests.plugins.crm_sim import CrmSim
 
 pytest_plugins = ["tests.plugins.crm_sim"]
@@ -62,30 +61,11 @@ def make_settings(name: str, dsn: str, bootstrap: str, sim: CrmSim) -> Settings:
     )
 
 
-def env_of(settings: Settings, sim: CrmSim) -> dict[str, str]:
-    """STREAMSYNC_* variables reproducing ``settings`` for a CLI subprocess."""
-    s = settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSYNC_")}
-    env.update(
-        {
-            "STREAMSYNC_POSTGRES__DSN": s.postgres.dsn,
-            "STREAMSYNC_POSTGRES__SLOT": s.postgres.slot,
-            "STREAMSYNC_POSTGRES__PUBLICATION": s.postgres.publication,
-            "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
-            "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-            "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
-            "STREAMSYNC_KAFKA__PARTITIONS": str(s.kafka.partitions),
-            "STREAMSYNC_ZOHO__ACCOUNTS_URL": sim.url,
-            "STREAMSYNC_ZOHO__API_DOMAIN": sim.url,
-            "STREAMSYNC_ZOHO__UPLOAD_URL": sim.url,
-            "STREAMSYNC_ZOHO__BACKOFF_BASE_S": "0.01",
-            "STREAMSYNC_ZOHO__BACKOFF_CAP_S": "0.2",
-            "STREAMSYNC_SINK__GROUP_ID": s.sink.group_id,
-            "STREAMSYNC_SINK__MAX_WAIT_S": str(s.sink.max_wait_s),
-            "STREAMSYNC_TABLES": orjson.dumps([t.model_dump() for t in s.tables]).decode(),
-        }
+def env_of(settings: Settings) -> dict[str, str]:
+    """The CLI child's environment: ``settings``, with short Zoho backoffs."""
+    return cli_env(
+        settings, STREAMSYNC_ZOHO__BACKOFF_BASE_S="0.01", STREAMSYNC_ZOHO__BACKOFF_CAP_S="0.2"
     )
-    return env
 
 
 def row(i: int) -> dict[str, Any]:
@@ -195,7 +175,7 @@ async def test_reconcile_reports_plants_and_repair_restores_sync(
         assert report.table_rows == ROWS and report.crm_records == ROWS
 
         # the CLI: --json reports the same, exit 1; --repair publishes 3 events
-        env = env_of(settings, crm_sim)
+        env = env_of(settings)
         code, out, err = await streamsync_cli(env, "reconcile", "--table", source, "--json")
         assert code == 1, err
         assert out, err

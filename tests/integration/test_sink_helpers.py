@@ -21,6 +21,7 @@ from streamsync.kafka.topics import change_topic
 from streamsync.settings import Settings, load_settings
 from streamsync.teardown import teardown
 from streamsync.zoho import map_record
+from tests.helpers import cli_env
 from tests.plugins.crm_sim import CrmSim
 
 FIELDS = {
@@ -190,42 +191,13 @@ class E2EEnv(SinkEnv):
         return expected_crm(self.settings, await self.table_rows())
 
     def subprocess_env(self) -> dict[str, str]:
-        """STREAMSYNC_* variables for `python -m streamsync sink` against this env."""
-        import os
-
-        import orjson
-
-        s = self.settings
-        env = dict(os.environ)
-        env.update(
-            {
-                "STREAMSYNC_POSTGRES__DSN": self.dsn,
-                "STREAMSYNC_POSTGRES__SLOT": s.postgres.slot,
-                "STREAMSYNC_POSTGRES__PUBLICATION": s.postgres.publication,
-                "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
-                "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
-                "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
-                "STREAMSYNC_KAFKA__PARTITIONS": str(s.kafka.partitions),
-                "STREAMSYNC_ZOHO__ACCOUNTS_URL": self.sim.url,
-                "STREAMSYNC_ZOHO__API_DOMAIN": self.sim.url,
-                "STREAMSYNC_ZOHO__UPLOAD_URL": self.sim.url,
-                "STREAMSYNC_ZOHO__BACKOFF_BASE_S": "0.01",
-                "STREAMSYNC_ZOHO__BACKOFF_CAP_S": "0.2",
-                "STREAMSYNC_ZOHO__MAX_RETRIES": str(s.zoho.max_retries),
-                "STREAMSYNC_SINK__GROUP_ID": s.sink.group_id,
-                "STREAMSYNC_SINK__MAX_WAIT_S": str(s.sink.max_wait_s),
-                "STREAMSYNC_SINK__BULK_THRESHOLD": str(s.sink.bulk_threshold),
-                "STREAMSYNC_SINK__SHUTDOWN_TIMEOUT_S": str(s.sink.shutdown_timeout_s),
-                "STREAMSYNC_BACKFILL__WORK_DIR": s.backfill.work_dir,
-                "STREAMSYNC_OPS__PORT": "0",
-                "STREAMSYNC_OPS__LOG_LEVEL": "WARNING",
-                "STREAMSYNC_TABLES": orjson.dumps(
-                    [t.model_dump(mode="json", exclude_none=True) for t in s.tables]
-                ).decode(),
-            }
+        """The environment of a ``python -m streamsync`` child against this env."""
+        return cli_env(
+            self.settings,
+            STREAMSYNC_ZOHO__BACKOFF_BASE_S="0.01",
+            STREAMSYNC_ZOHO__BACKOFF_CAP_S="0.2",
+            STREAMSYNC_OPS__LOG_LEVEL="WARNING",
         )
-        env.pop("STREAMSYNC_CONFIG", None)
-        return env
 
 
 @contextlib.asynccontextmanager

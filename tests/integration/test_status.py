@@ -8,7 +8,6 @@ committed by the sink group show as consumer lag (minus what the test commits on
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from streamsync.kafka.topics import change_topic, dlq_topic
 from streamsync.settings import Settings, load_settings
 from streamsync.store import record_map
 from streamsync.teardown import teardown
-from tests.helpers import streamsync_cli
+from tests.helpers import cli_env, streamsync_cli
 
 EVENTS = 30
 
@@ -42,25 +41,6 @@ def make_settings(name: str, dsn: str, bootstrap: str) -> Settings:
             }
         ],
     )
-
-
-def cli_env(settings: Settings, **override: str) -> dict[str, str]:
-    s = settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSYNC_")}
-    env.update(
-        {
-            "STREAMSYNC_POSTGRES__DSN": s.postgres.dsn,
-            "STREAMSYNC_POSTGRES__SLOT": s.postgres.slot,
-            "STREAMSYNC_POSTGRES__PUBLICATION": s.postgres.publication,
-            "STREAMSYNC_POSTGRES__STATE_SCHEMA": s.postgres.state_schema,
-            "STREAMSYNC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-            "STREAMSYNC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
-            "STREAMSYNC_SINK__GROUP_ID": s.sink.group_id,
-            "STREAMSYNC_TABLES": orjson.dumps([t.model_dump() for t in s.tables]).decode(),
-            **override,
-        }
-    )
-    return env
 
 
 async def status_json(env: dict[str, str]) -> tuple[int, dict[str, Any], str]:

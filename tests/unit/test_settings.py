@@ -80,7 +80,10 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     [
         ("[sink]\nmax_recods = 5\n", "sink.max_recods: unknown key"),
         ("[nonsense]\na = 1\n", "nonsense: unknown key"),
-        ("[sink]\nmax_records = 101\n", "sink.max_records: Input should be less than or equal to 100"),
+        (
+            "[sink]\nmax_records = 101\n",
+            "sink.max_records: Input should be less than or equal to 100",
+        ),
         ("[sink]\nmax_wait_s = 601\n", "sink.max_wait_s"),
         ("[backfill]\nchunk_rows = 25001\n", "backfill.chunk_rows"),
         ('[postgres]\ndsn = "mysql://x"\n', "postgres.dsn: must be a URL"),

@@ -219,3 +219,32 @@ def test_run_cli_keeps_the_traceback_of_a_bug() -> None:
 
     with pytest.raises(KeyError):
         run_cli(bug)
+
+
+def _raised_while_handling(first: BaseException, then: BaseException) -> BaseException:
+    try:
+        try:
+            raise first
+        except BaseException:
+            raise then  # noqa: B904 - the implicit context is what is under test
+    except BaseException as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def test_a_connection_lost_under_a_closing_transaction_is_an_outage() -> None:
+    from streamsync.ops.lifecycle import service_unavailable
+
+    # what asyncpg raises when Postgres goes away inside ``async with conn.transaction()``
+    lost = _raised_while_handling(
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.InterfaceError(
+            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+        ),
+    )
+    found = service_unavailable(lost)
+    assert found is not None and "Postgres unavailable" in found.message
+    assert service_unavailable(asyncpg.InterfaceError("connection is closed")) is not None
+    # a bug raised while some handler dealt with a timeout stays a bug
+    bug = _raised_while_handling(TimeoutError(), KeyError("not an outage"))
+    assert service_unavailable(bug) is None

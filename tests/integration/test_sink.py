@@ -313,3 +313,40 @@ async def test_stop_flushes_the_window_and_commits_before_returning(
         calls = dict(crm_sim.state.calls_per_api)
         await Sink(env.settings, until_idle=True).run()
         assert dict(crm_sim.state.calls_per_api) == calls
+
+
+@pytest.mark.crm_sim(bulk_job_seconds=0.05)
+async def test_rows_a_bulk_job_skips_are_dead_letters_and_the_rest_is_synced(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim) as env:
+        events, final = make_changes(8000, 40000, deletes=0, toast=0, seed=15)
+        events = _retable(events, env.table)
+        last: dict[int, int] = {}
+        for i, e in enumerate(events):
+            last[e.key[0]] = i
+        poisoned = set(sorted(last)[::100])
+        for k in poisoned:
+            e = events[last[k]]
+            after = {**(e.after or {}), "order_number": "POISON"}
+            events[last[k]] = ChangeEvent(e.op, e.table, e.key, after, e.pos)
+            final[f"[{k}]"] = None
+        await env.produce(events)
+        sink = Sink(env.settings, until_idle=True)
+        await sink.run()
+
+        jobs = crm_sim.state.stats()["bulk_jobs"]
+        assert len(jobs) == 1 and sum(j["skipped"] for j in jobs.values()) == len(poisoned)
+        assert differences(expected_crm(env.settings, final), crm_view(crm_sim)) == []
+        letters = await list_dead_letters(env.settings.kafka.client_options(), env.name)
+        assert {x.key[0] for x in letters if x.key} == poisoned and len(letters) == len(poisoned)
+        assert {x.reason_code for x in letters} == {"INVALID_DATA"}
+        assert all(x.event is not None for x in letters)  # the original event, for a replay
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            failed = await record_map.failed_keys(
+                conn, env.settings.postgres.state_schema, env.table
+            )
+        finally:
+            await conn.close()
+        assert {int(k.strip("[]")) for k, _ in failed} == poisoned

@@ -8,12 +8,12 @@ judged here: they raise from the client and the shell backs off without committi
 
 Results are duck-typed on the documented ``streamsync.zoho`` types: a success has ``index``,
 ``id`` and ``action``; a failure has ``index``, ``code``, ``message``, ``details``, ``retryable``.
-Pure: no I/O.
+Pure: no I/O (``bisect_refused`` sends through the caller's ``send``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "Done",
     "Judged",
     "Retry",
+    "bisect_refused",
     "judge_bulk_rows",
     "judge_deletes",
     "judge_marks",
@@ -173,4 +174,22 @@ def judge_bulk_rows(entries: Sequence[Entry], rows: Sequence[Any], attempt: int)
                     attempt,
                 )
             )
+    return out
+
+
+async def bisect_refused(
+    part: list[tuple[Entry, Any]],
+    error: Any,
+    attempt: int,
+    send: Callable[[list[tuple[Entry, Any]], int], Awaitable[Judged]],
+) -> Judged:
+    """A call Zoho refused as a whole: send each half again, down to the one record that
+    fails, which is dead-lettered with Zoho's code (the others go through)."""
+    if len(part) == 1:
+        entry = part[0][0]
+        return Judged(dead=[Dead(entry, error.code, error.message, error.details, attempt)])
+    mid = len(part) // 2
+    out = Judged()
+    for half in (part[:mid], part[mid:]):
+        out.extend(await send(half, attempt))
     return out

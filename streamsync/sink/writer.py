@@ -34,6 +34,7 @@ from streamsync.sink.outcomes import (
     Dead,
     Done,
     Judged,
+    bisect_refused,
     judge_bulk_rows,
     judge_deletes,
     judge_marks,
@@ -127,19 +128,11 @@ class CrmWriter:
             if records:
                 out.extend(await self._upsert(table, records))
             marks = list(plan.marks)
-            for entry in plan.mark_searches:
-                ids = await self._search_ids(table, entry)
-                if not ids:
-                    out.done.append(Done(entry, None, "mark"))  # Zoho never held it
-                marks.extend((entry, zoho_id) for zoho_id in ids)
+            marks += await self._find_ids(table, plan.mark_searches, "mark", out)
             if marks:
                 out.extend(await self._mark(table, marks))
             deletes = list(plan.deletes)
-            for entry in plan.searches:
-                ids = await self._search_ids(table, entry)
-                if not ids:
-                    out.done.append(Done(entry, None, "delete"))
-                deletes.extend((entry, zoho_id) for zoho_id in ids)
+            deletes += await self._find_ids(table, plan.searches, "delete", out)
             if deletes:
                 out.extend(await self._delete(table, deletes))
         return out
@@ -175,10 +168,7 @@ class CrmWriter:
                 "update", len(part), functools.partial(self._crm.update, table.module, marks)
             )
             if isinstance(results, _Split):
-                err = results.error
-                return Judged(
-                    dead=[Dead(e, err.code, err.message, err.details, attempt) for e, _ in part]
-                )
+                return await bisect_refused(part, results.error, attempt, send)
             return judge_marks(part, results, attempt, self._cfg.max_record_attempts)
 
         return await self._until_final(list(pairs), self._cfg.max_records, send)
@@ -207,7 +197,7 @@ class CrmWriter:
                 ),
             )
             if isinstance(results, _Split):
-                return await self._split(table, part, results.error, attempt)
+                return await bisect_refused(part, results.error, attempt, send)
             entries = [e for e, _ in part]
             return judge_upserts(entries, results, attempt, self._cfg.max_record_attempts)
 
@@ -237,23 +227,6 @@ class CrmWriter:
                 await self._backoff(attempt)
         return out
 
-    async def _split(
-        self,
-        table: TableSettings,
-        part: list[tuple[Entry, dict[str, Any]]],
-        error: CrmError,
-        attempt: int,
-    ) -> Judged:
-        """A request-level rejection: isolate the culprit by halving (split retry)."""
-        if len(part) == 1:
-            entry = part[0][0]
-            return Judged(dead=[Dead(entry, error.code, error.message, error.details, attempt)])
-        mid = len(part) // 2
-        out = Judged()
-        for half in (part[:mid], part[mid:]):
-            out.extend(await self._upsert(table, half))
-        return out
-
     async def _delete(self, table: TableSettings, pairs: list[tuple[Entry, str]]) -> Judged:
         async def send(part: list[tuple[Entry, str]], attempt: int) -> Judged:
             results = await self._call(
@@ -262,9 +235,7 @@ class CrmWriter:
                 functools.partial(self._crm.delete, table.module, [z for _, z in part]),
             )
             if isinstance(results, _Split):
-                err = results.error
-                dead = [Dead(e, err.code, err.message, err.details, attempt) for e, _ in part]
-                return Judged(dead=dead)
+                return await bisect_refused(part, results.error, attempt, send)
             return judge_deletes(part, results, attempt, self._cfg.max_record_attempts)
 
         out = await self._until_final(list(pairs), _MAX_DELETE_IDS, send)
@@ -279,20 +250,35 @@ class CrmWriter:
         out.done = [d for d in uniq if id(d.entry) not in dead]
         return out
 
-    async def _search_ids(self, table: TableSettings, entry: Entry) -> list[str]:
-        value = _ext_value(table, entry)
-        hits = await self._call(
-            "search",
-            0,
-            lambda: self._crm.search_exact(table.module, table.external_id.field, value),
-        )
-        if isinstance(hits, _Split):
-            return []
-        return [str(h["id"]) for h in hits if h.get("id")]
+    async def _find_ids(
+        self, table: TableSettings, entries: Sequence[Entry], action: str, out: Judged
+    ) -> list[tuple[Entry, str]]:
+        """Zoho ids of ``entries`` by an exact search on the external id. A key Zoho does not
+        hold is done (nothing to ``action``); a search Zoho refuses is that entry's failure."""
+        found: list[tuple[Entry, str]] = []
+        for entry in entries:
+            value = _ext_value(table, entry)
+            hits = await self._call(
+                "search",
+                0,
+                functools.partial(
+                    self._crm.search_exact, table.module, table.external_id.field, value
+                ),
+            )
+            if isinstance(hits, _Split):
+                err = hits.error
+                out.dead.append(Dead(entry, err.code, err.message, err.details, 1))
+                continue
+            ids = [str(h["id"]) for h in hits if h.get("id")]
+            if not ids:
+                out.done.append(Done(entry, None, action))
+            found.extend((entry, zoho_id) for zoho_id in ids)
+        return found
 
     async def _call(self, api: str, records: int, make: Callable[[], Any]) -> Any:
         """One CRM call; retryable whole-call failures back off and retry (live mode: until
-        stopped; drain: raise). A non-retryable request rejection returns ``_Split``."""
+        stopped; drain: raise). A non-retryable request rejection returns ``_Split``; 5xx,
+        429 and timeouts are never a record's fault (design invariant 4): they only wait."""
         attempt = 0
         while True:
             try:

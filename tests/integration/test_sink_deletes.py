@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamsync.dlq import list_dead_letters
 from streamsync.events import ChangeEvent, Position
 from streamsync.ops import metrics
 from streamsync.sink import Sink
@@ -85,6 +86,32 @@ async def test_a_delete_of_a_record_the_map_does_not_know_is_found_by_exact_sear
         assert crm_sim.state.calls_per_api["search"] == 13
         assert sum(crm_sim.state.records_per_call("delete")) == 10
         assert sink.stats.dead_letters == 0
+
+
+async def test_a_delete_whose_search_zoho_refuses_is_a_dead_letter_not_done(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: str, crm_sim: CrmSim
+) -> None:
+    """A refused search says nothing about whether Zoho holds the record: the delete is
+    dead-lettered with Zoho's code (replayable), never taken for 'nothing to delete'."""
+    async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim) as env:
+        for k in range(1, 6):
+            result = crm_sim.state.write(
+                "Orders", {"Name": f"ORD-{k}", "parent_id": str(k)}, "insert", 0
+            )
+            assert result.ok, result
+        crm_sim.configure(refuse_next_searches=2)
+        await env.produce(_deletes(env, range(1, 6), lsn0=100))
+        sink = Sink(env.settings, until_idle=True)
+        await sink.run()
+
+        assert crm_sim.state.faults["search_refused"] == 2
+        letters = await list_dead_letters(env.settings.kafka.client_options(), env.name)
+        assert len(letters) == 2 and {x.reason_code for x in letters} == {"INVALID_QUERY"}
+        refused = {x.key[0] for x in letters if x.key}
+        assert len(refused) == 2
+        # the two refused keys are still in the CRM; the other three are gone
+        assert sorted(crm_view(crm_sim), key=int) == sorted(str(k) for k in refused)
+        assert sink.stats.dead_letters == 2
 
 
 async def test_on_delete_with_a_field_name_marks_the_record_instead(

@@ -581,6 +581,10 @@ async def search(request: web.Request) -> web.Response:
             {"param_name": "criteria"},
         )
     match = _CRITERIA.match(criteria.strip())
+    if state.config.refuse_next_searches > 0:
+        state.config.refuse_next_searches -= 1
+        state.faults["search_refused"] += 1
+        match = None
     if match is None:
         return _error(400, "INVALID_QUERY", "invalid query formed", {"criteria": criteria})
     if (refused := _charge_one(state, "search", module)) is not None:

@@ -57,6 +57,8 @@ class SimConfig:
     rate_slow: float = 0.0
     slow_ms: float = 2000.0
     poison_values: tuple[str, ...] = ("POISON", "poison@invalid.example")
+    # the next N searches are refused with 400 INVALID_QUERY (a search Zoho will not run)
+    refuse_next_searches: int = 0
     # bulk
     bulk_job_seconds: float = 1.0
     fail_next_bulk_jobs: int = 0
@@ -80,6 +82,7 @@ class SimConfig:
         "slow_ms",
         "bulk_job_seconds",
         "fail_next_bulk_jobs",
+        "refuse_next_searches",
         "daily_credit_budget",
         "concurrency",
         "token_ttl_s",

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamsync.sink.outcomes import judge_bulk_rows, judge_deletes, judge_marks, judge_upserts
+from streamsync.sink.outcomes import (
+    Done,
+    Judged,
+    bisect_refused,
+    judge_bulk_rows,
+    judge_deletes,
+    judge_marks,
+    judge_upserts,
+)
 from streamsync.sink.window import Window
 from tests.unit.sink.sinkev import ev
 
@@ -122,3 +130,30 @@ def test_bulk_rows() -> None:
         ([2], "INVALID_DATA", {"errors": {"Amount": "INVALID_DATA"}})
     ]
     assert [r.entry.key for r in j.retry] == [[3]]
+
+
+async def test_bisect_refused_isolates_the_one_record_behind_a_whole_call_refusal() -> None:
+    """Halves are resent until the refusal narrows to one record: that record is dead with
+    Zoho's code, every other record gets its own verdict, and no record is sent twice once
+    its half was accepted."""
+    entries = _entries(10)
+    culprit = entries[6]
+    sent: list[list[int]] = []
+
+    async def send(part: list[tuple[Any, Any]], attempt: int) -> Judged:
+        sent.append([e.key_text for e, _ in part])  # type: ignore[misc]
+        if any(e is culprit for e, _ in part):
+            return await bisect_refused(part, refusal, attempt, send)
+        return Judged(done=[Done(e, f"z{i}", "insert") for i, (e, _) in enumerate(part)])
+
+    refusal = Fail(0, "INVALID_DATA", "refused", {"api_name": "Email"})
+    out = await bisect_refused([(e, None) for e in entries], refusal, 2, send)
+
+    assert [d.entry for d in out.dead] == [culprit]
+    assert out.dead[0].code == "INVALID_DATA" and out.dead[0].attempts == 2
+    assert out.dead[0].details == {"api_name": "Email"}
+    assert {id(d.entry) for d in out.done} == {id(e) for e in entries if e is not culprit}
+    # halving: 10 -> 5+5 -> (2+3) -> (1+2) -> (1+1): log-depth, not one call per record
+    assert len(sent) <= 2 * 4
+    accepted = [k for part in sent for k in part if culprit.key_text not in part]
+    assert len(accepted) == len(set(accepted)) == 9

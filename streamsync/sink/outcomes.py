@@ -102,17 +102,7 @@ def judge_deletes(
     pairs: Sequence[tuple[Entry, str]], results: Sequence[Any], attempt: int, max_attempts: int
 ) -> Judged:
     """Judge one delete call. An id Zoho no longer knows (INVALID_DATA) is already deleted."""
-    out = Judged()
-    by_index = {int(r.index): r for r in results}
-    for i, (entry, zoho_id) in enumerate(pairs):
-        result = by_index.get(i)
-        if result is None:
-            out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the id"))
-        elif not _is_failure(result) or result.code in ("INVALID_DATA", "RECORD_NOT_FOUND"):
-            out.done.append(Done(entry, zoho_id, "delete"))
-        else:
-            _judge_failure(out, entry, result, attempt, max_attempts)
-    return out
+    return _judge_by_id(pairs, results, attempt, max_attempts, "delete", _gone_for_delete)
 
 
 def judge_marks(
@@ -123,17 +113,33 @@ def judge_marks(
     A record Zoho no longer holds (its id is refused) has nothing left to mark: done. Any
     other refusal (the field itself, say) is the record's failure.
     """
+    return _judge_by_id(pairs, results, attempt, max_attempts, "mark", _refuses_the_id)
+
+
+def _judge_by_id(
+    pairs: Sequence[tuple[Entry, str]],
+    results: Sequence[Any],
+    attempt: int,
+    max_attempts: int,
+    action: str,
+    gone: Callable[[Any], bool],
+) -> Judged:
+    """A call on Zoho ids: success, or a refusal saying the record is ``gone``, is done."""
     out = Judged()
     by_index = {int(r.index): r for r in results}
     for i, (entry, zoho_id) in enumerate(pairs):
         result = by_index.get(i)
         if result is None:
-            out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the record"))
-        elif not _is_failure(result) or _refuses_the_id(result):
-            out.done.append(Done(entry, zoho_id, "mark"))
+            out.retry.append(Retry(entry, "NO_RESULT", "Zoho returned no status for the id"))
+        elif not _is_failure(result) or gone(result):
+            out.done.append(Done(entry, zoho_id, action))
         else:
             _judge_failure(out, entry, result, attempt, max_attempts)
     return out
+
+
+def _gone_for_delete(result: Any) -> bool:
+    return str(result.code) in ("INVALID_DATA", "RECORD_NOT_FOUND")
 
 
 def _refuses_the_id(result: Any) -> bool:

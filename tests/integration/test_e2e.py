@@ -15,13 +15,13 @@ import pytest
 from streamsync.capture import Capture
 from streamsync.dlq import list_dead_letters
 from streamsync.sink import Sink
-from streamsync.store import record_map
 from tests.helpers import wait_for
 from tests.integration.test_sink_helpers import (
     E2EEnv,
     crm_view,
     differences,
     e2e_env,
+    failed_keys,
     make_table_changes,
 )
 from tests.plugins import crm_sim as _sim_plugin
@@ -129,14 +129,8 @@ async def test_one_percent_invalid_records_are_exactly_the_dead_letters(
         assert len(found) == len(planted)
         assert {letter.reason_code for letter in found} == {"INVALID_DATA"}
         assert all(letter.details.get("api_name") == "Name" for letter in found)
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            failed = await record_map.failed_keys(
-                conn, env.settings.postgres.state_schema, env.table
-            )
-        finally:
-            await conn.close()
-        assert {int(k.strip("[]")) for k, _ in failed} == planted
+        failed = await failed_keys(pg_dsn, env.settings, env.table)
+        assert set(failed) == planted
 
 
 async def test_429_500_and_latency_still_converge(

@@ -16,7 +16,14 @@ from streamsync.events import ChangeEvent, Position
 from streamsync.sink import Sink
 from streamsync.store import record_map
 from streamsync.store.credits import credits_24h
-from tests.integration.test_sink_helpers import crm_view, differences, expected_crm, sink_env
+from tests.integration.test_sink_helpers import (
+    crm_view,
+    differences,
+    expected_crm,
+    failed_keys,
+    poison_last_versions,
+    sink_env,
+)
 from tests.plugins import crm_sim as _sim_plugin
 from tests.plugins.crm_sim import CrmSim
 
@@ -112,16 +119,7 @@ async def test_rejected_and_undecodable_records_go_to_the_dlq(
         events, final = make_changes(600, 200, deletes=0, toast=0, seed=3)
         events = _retable(events, env.table)
         # plant invalid records: the last version of every 20th key is poisoned
-        last: dict[int, int] = {}
-        for i, e in enumerate(events):
-            last[e.key[0]] = i
-        poisoned = {k for k in last if k % 20 == 0}
-        for k in poisoned:
-            i = last[k]
-            e = events[i]
-            after = {**(e.after or {}), "order_number": "POISON"}
-            events[i] = ChangeEvent(e.op, e.table, e.key, after, e.pos, unchanged=e.unchanged)
-            final[f"[{k}]"] = None  # not expected in the CRM with this version
+        poisoned = poison_last_versions(events, final, lambda ks: [k for k in ks if k % 20 == 0])
         await env.produce(events)
         await env.produce([(b"[999999]", b"not json at all")])
         sink = Sink(env.settings, until_idle=True)
@@ -145,15 +143,9 @@ async def test_rejected_and_undecodable_records_go_to_the_dlq(
         exp = expected_crm(env.settings, final)
         # poisoned keys may hold an older (valid) version; every other key is exact
         assert differences(exp, {p: r for p, r in crm.items() if int(p) not in poisoned}) == []
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            failed = await record_map.failed_keys(
-                conn, env.settings.postgres.state_schema, env.table
-            )
-        finally:
-            await conn.close()
-        assert {int(k.strip("[]")) for k, _ in failed} == poisoned
-        assert {code for _, code in failed} == {"INVALID_DATA"}
+        failed = await failed_keys(pg_dsn, env.settings, env.table)
+        assert set(failed) == poisoned
+        assert set(failed.values()) == {"INVALID_DATA"}
 
 
 @pytest.mark.crm_sim(bulk_job_seconds=0.05)
@@ -257,14 +249,8 @@ async def test_dlq_replay_resends_the_dead_letters_once(
         crm = crm_view(crm_sim)
         assert {str(e.key[0]) for e in bad} <= set(crm)
         assert all(crm[str(e.key[0])]["Name"] == "POISON" for e in bad)
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            failed = await record_map.failed_keys(
-                conn, env.settings.postgres.state_schema, env.table
-            )
-        finally:
-            await conn.close()
-        assert failed == []
+        failed = await failed_keys(pg_dsn, env.settings, env.table)
+        assert failed == {}
 
 
 async def test_stop_flushes_the_window_and_commits_before_returning(
@@ -322,15 +308,7 @@ async def test_rows_a_bulk_job_skips_are_dead_letters_and_the_rest_is_synced(
     async with sink_env(unique_name, pg_dsn, kafka_bootstrap, crm_sim) as env:
         events, final = make_changes(8000, 40000, deletes=0, toast=0, seed=15)
         events = _retable(events, env.table)
-        last: dict[int, int] = {}
-        for i, e in enumerate(events):
-            last[e.key[0]] = i
-        poisoned = set(sorted(last)[::100])
-        for k in poisoned:
-            e = events[last[k]]
-            after = {**(e.after or {}), "order_number": "POISON"}
-            events[last[k]] = ChangeEvent(e.op, e.table, e.key, after, e.pos)
-            final[f"[{k}]"] = None
+        poisoned = poison_last_versions(events, final, lambda ks: ks[::100])
         await env.produce(events)
         sink = Sink(env.settings, until_idle=True)
         await sink.run()
@@ -342,11 +320,5 @@ async def test_rows_a_bulk_job_skips_are_dead_letters_and_the_rest_is_synced(
         assert {x.key[0] for x in letters if x.key} == poisoned and len(letters) == len(poisoned)
         assert {x.reason_code for x in letters} == {"INVALID_DATA"}
         assert all(x.event is not None for x in letters)  # the original event, for a replay
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            failed = await record_map.failed_keys(
-                conn, env.settings.postgres.state_schema, env.table
-            )
-        finally:
-            await conn.close()
-        assert {int(k.strip("[]")) for k, _ in failed} == poisoned
+        failed = await failed_keys(pg_dsn, env.settings, env.table)
+        assert set(failed) == poisoned

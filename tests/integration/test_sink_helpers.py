@@ -8,7 +8,7 @@ CRM must hold; ``crm_view`` reads the simulator's Orders by external id.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from streamsync.kafka.admin import ensure_topics, project_topics
 from streamsync.kafka.producer import create_producer
 from streamsync.kafka.topics import change_topic
 from streamsync.settings import Settings, load_settings
+from streamsync.store import record_map
 from streamsync.teardown import teardown
 from streamsync.zoho import map_record
 from tests.helpers import cli_env
@@ -282,3 +283,30 @@ async def make_table_changes(
         return done
     finally:
         await conn.close()
+
+
+async def failed_keys(dsn: str, settings: Settings, table: str) -> dict[int, str]:
+    """Keys the record map holds as ``failed`` (the seed's sync flag = false), with the code."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        failed = await record_map.failed_keys(conn, settings.postgres.state_schema, table)
+    finally:
+        await conn.close()
+    return {int(k.strip("[]")): code for k, code in failed}
+
+
+def poison_last_versions(
+    events: list[ChangeEvent], final: dict[str, Any], pick: Callable[[list[int]], Iterable[int]]
+) -> set[int]:
+    """Make the last version of the keys ``pick`` chooses invalid for Zoho (``POISON`` in
+    ``order_number``, a field it rejects); ``final`` no longer expects them in the CRM."""
+    last: dict[int, int] = {}
+    for i, e in enumerate(events):
+        last[e.key[0]] = i
+    poisoned = set(pick(sorted(last)))
+    for k in poisoned:
+        e = events[last[k]]
+        after = {**(e.after or {}), "order_number": "POISON"}
+        events[last[k]] = ChangeEvent(e.op, e.table, e.key, after, e.pos, unchanged=e.unchanged)
+        final[f"[{k}]"] = None
+    return poisoned

@@ -54,6 +54,12 @@ class Dead:
     details: dict[str, Any]
     attempts: int
 
+    @classmethod
+    def of(cls, entry: Entry, error: Any, attempts: int) -> Dead:
+        """The dead letter for ``error``: anything with Zoho's ``code``, ``message`` and
+        ``details`` (a record result, a ``CrmError``, a ``MappingError``)."""
+        return cls(entry, str(error.code), str(error.message), dict(error.details or {}), attempts)
+
 
 @dataclass(slots=True)
 class Judged:
@@ -76,9 +82,7 @@ def _judge_failure(out: Judged, entry: Entry, result: Any, attempt: int, max_att
     if result.retryable and attempt < max_attempts:
         out.retry.append(Retry(entry, str(result.code), str(result.message)))
     else:
-        out.dead.append(
-            Dead(entry, str(result.code), str(result.message), dict(result.details or {}), attempt)
-        )
+        out.dead.append(Dead.of(entry, result, attempt))
 
 
 def judge_upserts(
@@ -193,7 +197,7 @@ async def bisect_refused(
     fails, which is dead-lettered with Zoho's code (the others go through)."""
     if len(part) == 1:
         entry = part[0][0]
-        return Judged(dead=[Dead(entry, error.code, error.message, error.details, attempt)])
+        return Judged(dead=[Dead.of(entry, error, attempt)])
     mid = len(part) // 2
     out = Judged()
     for half in (part[:mid], part[mid:]):

@@ -152,7 +152,7 @@ class CrmWriter:
         try:
             record = self._mappers[table.source](entry.after or {}, entry.unchanged)
         except MappingError as exc:
-            out.dead.append(Dead(entry, exc.code, exc.message, exc.details, 1))
+            out.dead.append(Dead.of(entry, exc, 1))
             return
         if table.on_delete not in _DELETE_MODES:
             record[table.on_delete] = False
@@ -266,8 +266,7 @@ class CrmWriter:
                 ),
             )
             if isinstance(hits, _Split):
-                err = hits.error
-                out.dead.append(Dead(entry, err.code, err.message, err.details, 1))
+                out.dead.append(Dead.of(entry, hits.error, 1))
                 continue
             ids = [str(h["id"]) for h in hits if h.get("id")]
             if not ids:
@@ -349,7 +348,7 @@ class CrmWriter:
                     rows.append(csv_row(table, entry.after or {}))
                     sent.append(entry)
                 except MappingError as exc:
-                    out.dead.append(Dead(entry, exc.code, exc.message, exc.details, 1))
+                    out.dead.append(Dead.of(entry, exc, 1))
             again = unmark
             if sent:
                 results = await self._bulk_file(table, rows)

@@ -138,10 +138,10 @@ async def test_bisect_refused_isolates_the_one_record_behind_a_whole_call_refusa
     its half was accepted."""
     entries = _entries(10)
     culprit = entries[6]
-    sent: list[list[int]] = []
+    sent: list[list[str]] = []
 
     async def send(part: list[tuple[Any, Any]], attempt: int) -> Judged:
-        sent.append([e.key_text for e, _ in part])  # type: ignore[misc]
+        sent.append([e.key_text for e, _ in part])
         if any(e is culprit for e, _ in part):
             return await bisect_refused(part, refusal, attempt, send)
         return Judged(done=[Done(e, f"z{i}", "insert") for i, (e, _) in enumerate(part)])
@@ -153,7 +153,7 @@ async def test_bisect_refused_isolates_the_one_record_behind_a_whole_call_refusa
     assert out.dead[0].code == "INVALID_DATA" and out.dead[0].attempts == 2
     assert out.dead[0].details == {"api_name": "Email"}
     assert {id(d.entry) for d in out.done} == {id(e) for e in entries if e is not culprit}
-    # halving: 10 -> 5+5 -> (2+3) -> (1+2) -> (1+1): log-depth, not one call per record
-    assert len(sent) <= 2 * 4
+    # halving: 10 -> 5 (ok) + 5 -> 2 + 3 (ok) -> 1 (ok) + 1 (dead): 6 calls, not one per record
+    assert len(sent) == 6
     accepted = [k for part in sent for k in part if culprit.key_text not in part]
     assert len(accepted) == len(set(accepted)) == 9
